@@ -141,6 +141,12 @@ class Ledger:
         assert row is not None
         return row
 
+    def forget(self, model_id: str, revision: str) -> None:
+        """Remove one (model, revision) row and its variants."""
+        with self._db:
+            self._db.execute("DELETE FROM models WHERE model_id = ? AND revision = ?", (model_id, revision))
+            self._db.execute("DELETE FROM variants WHERE model_id = ? AND revision = ?", (model_id, revision))
+
     def get_model(self, model_id: str, revision: str) -> ModelRow | None:
         cur = self._db.execute("SELECT * FROM models WHERE model_id = ? AND revision = ?", (model_id, revision))
         found = cur.fetchone()

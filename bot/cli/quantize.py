@@ -1,0 +1,61 @@
+"""`bot quantize MODEL --recipe ID`: one or more quantized variants into the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from bot.cli._common import console, out, settings_from_cli, worker_progress
+from bot.errors import StageError
+from bot.manifest import Status
+from bot.recipes import load_recipes
+from bot.stages.model import resolve_model
+from bot.stages.quantize import quantize_run
+
+
+def quantize(
+    model: str = typer.Argument(..., help="Hub id (org/name) or a local model directory."),
+    recipe: Optional[List[str]] = typer.Option(None, "--recipe", "-r", help="Recipe id; repeat for several (default: all six)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<org>--<name>@<sha>)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or sha); pinned to its sha."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Local JSONL calibration data (text or messages)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Calibration samples (default: the recipe's)."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Calibration sequence length (default: the recipe's)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    recipes_file: Optional[Path] = typer.Option(None, "--recipes-file", help="YAML with recipe overrides/additions."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where run directories live (default: runs)."),
+    watchlist: Optional[Path] = typer.Option(None, "--watchlist", help="Take defaults (and trust_remote_code) from it."),
+    force: bool = typer.Option(False, "--force", help="Redo variants that are already complete."),
+) -> None:
+    """Quantize MODEL with llm-compressor into compressed-tensors checkpoints."""
+    settings = settings_from_cli(
+        watchlist, runs_dir=runs_dir, device=device, recipes_file=recipes_file,
+        calibration__file=calibration, calibration__samples=samples, calibration__seq_len=seq_len,
+    )
+    chosen = load_recipes(settings.recipes_file).select(recipe or settings.recipes)
+    rundir, base = resolve_model(model, revision, settings, run_dir=out_dir)
+    console.log(f"{base.base.model_id}@{base.base.revision[:12]} ({base.base.architecture}, "
+                f"{(base.base.num_params or 0) / 1e6:.0f}M params) -> {rundir.root}")
+    with rundir.lock(settings.lock_ttl_s, owner="quantize"), worker_progress("quantize", len(chosen)) as on_event:
+        outcomes = quantize_run(rundir, base, chosen, settings, force=force, on_event=on_event)
+    table = Table(title=f"Quantized variants of {base.base.model_id}")
+    for col in ("variant", "status", "time (s)", "size (MB)", "note"):
+        table.add_column(col)
+    for o in outcomes:
+        m = rundir.read_variant(o.variant)
+        q = m.quantize if m else None
+        note = "already complete" if o.skipped else (o.error or "")[:80]
+        table.add_row(o.variant, o.status.value, f"{q.wall_time_s:.1f}" if q and q.wall_time_s else "-",
+                      f"{q.size_bytes / 1e6:.1f}" if q and q.size_bytes else "-", note)
+    out.print(table)
+    failed = [o.variant for o in outcomes if o.status == Status.failed]
+    if failed:
+        raise StageError("quantize", f"{len(failed)} variant(s) failed: {', '.join(failed)}",
+                         hint=f"see {rundir.logs_dir / 'quantize.log'}; rerun the same command to retry them")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quantize")(quantize)

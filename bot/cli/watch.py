@@ -1,0 +1,77 @@
+"""`bot watch`: one watch cycle (plan, record, and optionally dispatch or run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bot.config import Settings
+from bot.errors import ConfigError
+from bot.ledger import Ledger
+from bot.stages.watch import WatchHub, WatchResult, run_watch
+from bot.watchlist import load_watchlist
+
+_STYLE = {"new": "green", "new-revision": "cyan", "skip": "dim"}
+
+
+def hub_client(settings: Settings) -> WatchHub:
+    """The Hub client for these settings (bot.clients.hub's factory)."""
+    from bot.clients.hub import make_hub_client
+
+    return make_hub_client(settings)
+
+
+def render(result: WatchResult, console: Console) -> None:
+    """The plan as a table, then what was done."""
+    table = Table(title="watch plan", show_lines=False)
+    for name in ("model", "revision", "decision", "recipes", "params", "reason"):
+        table.add_column(name, overflow="fold")
+    for cand in result.plan.candidates:
+        style = _STYLE.get(cand.decision, "")
+        table.add_row(
+            escape(cand.model_id),
+            (cand.revision or "")[:12],
+            f"[{style}]{cand.decision}[/]" if style else cand.decision,
+            ",".join(cand.recipes) if cand.queued else "",
+            f"{cand.params_b:.1f}B" if cand.params_b is not None else "",
+            escape(cand.reason),
+        )
+    console.print(table)
+    queued, skipped = len(result.plan.queued), len(result.plan.skipped)
+    console.print(f"{queued} to publish, {skipped} skipped")
+    for action in result.actions:
+        line = f"{action.kind}: {action.model_id}@{(action.revision or '')[:12]}"
+        console.print(line + (f" ({action.detail})" if action.detail else ""), markup=False)
+
+
+def watch(
+    watchlist: Path = typer.Option(Path("watchlist.yaml"), "--watchlist", envvar="BOT_WATCHLIST",
+                                   help="The watchlist file."),
+    dispatch: bool = typer.Option(False, "--dispatch", help="Dispatch publish.yml on GitHub Actions per model."),
+    run: bool = typer.Option(False, "--run", help="Run the pipeline here, one model after another."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write, dispatch and run nothing."),
+    ref: str = typer.Option("main", "--ref", help="Git ref that publish.yml runs on."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1,
+                                        help="Dispatch or run at most N models; the rest wait for the next cycle."),
+) -> None:
+    """Look for new models and new revisions of the watched authors; dispatch or run the publishing."""
+    if dispatch and run:
+        raise ConfigError("--dispatch and --run exclude each other", hint="pick one")
+    wl = load_watchlist(watchlist)
+    settings = wl.settings()
+    client = hub_client(settings)
+    with Ledger.for_settings(settings) as ledger:
+        result = run_watch(wl, client, ledger, settings, dispatch=dispatch, run=run, dry_run=dry_run, ref=ref,
+                           limit=limit)
+    render(result, Console())
+    if result.failed:
+        raise typer.Exit(code=5)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch")(watch)

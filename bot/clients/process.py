@@ -1,0 +1,128 @@
+"""Run a worker module in the interpreter configured for its stage.
+
+The quantize (llm-compressor) and serve (vLLM, lm-eval) libraries cannot share an interpreter, so each stage's
+heavy work runs as `<python> -m bot.workers.<name> JOB.json` with this project on PYTHONPATH, tokens scrubbed
+from the environment, output to a log file, and a JSON result file that the stage reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from bot.config import PROJECT_ROOT
+from bot.errors import EnvironmentMissingError
+from bot.secrets import redact, scrubbed_env
+
+STAGE_SETTING = {"quantize": "BOT_QUANTIZE_PYTHON", "serve": "BOT_SERVE_PYTHON"}
+_checked: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    returncode: int
+    log_path: Path
+    seconds: float
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return redact("\n".join(text.splitlines()[-lines:]))
+
+
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = scrubbed_env(extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def require_modules(stage: str, python: str, modules: Iterable[str]) -> None:
+    """Fail early, in one line, when the stage's interpreter lacks its libraries."""
+    mods = tuple(modules)
+    key = (python, mods)
+    if _checked.get(key):
+        return
+    code = (
+        "import importlib.util, sys\n"
+        f"missing = [m for m in {list(mods)!r} if importlib.util.find_spec(m) is None]\n"
+        "print(','.join(missing)); sys.exit(1 if missing else 0)\n"
+    )
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120, env=worker_env())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentMissingError(stage, python, f"anything ({exc})", STAGE_SETTING.get(stage, "")) from None
+    if out.returncode != 0:
+        missing = out.stdout.strip() or out.stderr.strip().splitlines()[-1:] or ["?"]
+        raise EnvironmentMissingError(stage, python, str(missing if isinstance(missing, str) else missing[0]),
+                                      STAGE_SETTING.get(stage, ""))
+    _checked[key] = True
+
+
+def run_worker(
+    python: str,
+    module: str,
+    job: dict,
+    job_path: Path,
+    log_path: Path,
+    *,
+    timeout_s: float | None = None,
+    env: dict[str, str] | None = None,
+    on_line: Callable[[dict], None] | None = None,
+) -> WorkerRun:
+    """Start `python -m bot.workers.<module> job_path`; JSON lines on stdout go to `on_line` (progress), everything
+    else to the log. The child gets its own process group, so a timeout or Ctrl-C ends it and its children."""
+    job_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    job_path.write_text(json.dumps(job, indent=2, default=str), encoding="utf-8")
+    started = time.monotonic()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n=== {module} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            [python, "-m", f"bot.workers.{module}", str(job_path)],
+            stdout=subprocess.PIPE, stderr=log, text=True, env=worker_env(env), start_new_session=True,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(redact(line))
+                log.flush()
+                if on_line and line.startswith("{"):
+                    try:
+                        on_line(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass
+                if timeout_s is not None and time.monotonic() - started > timeout_s:
+                    raise subprocess.TimeoutExpired(module, timeout_s)
+            proc.wait(timeout=timeout_s)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            _kill_group(proc)
+            raise
+    return WorkerRun(proc.returncode, log_path, time.monotonic() - started)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def current_python() -> str:
+    return sys.executable
