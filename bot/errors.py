@@ -16,6 +16,9 @@ class BotError(Exception):
         self.message = message
         self.hint = hint
 
+    def __str__(self) -> str:
+        return self.one_line()
+
     def one_line(self) -> str:
         text = self.message.replace("\n", " ").strip()
         if self.hint:

@@ -207,6 +207,10 @@ class CardRecord(StageRecord):
     readme_sha256: str | None = None
     chart: str | None = None
     template_dir: str | None = None
+    repo_id: str | None = None  # the repo the card was rendered for (its snippets name it)
+    files: list[str] = Field(default_factory=list)  # what was written into card_dir, relative paths
+    problems: list[str] = Field(default_factory=list)  # checkpoint checks that failed (chat template, files)
+    notes: list[str] = Field(default_factory=list)  # checks passed with a remark, things skipped and why
 
 
 class PublishRecord(StageRecord):
@@ -218,6 +222,8 @@ class PublishRecord(StageRecord):
     files: list[str] = Field(default_factory=list)
     changed: bool | None = None  # False: the repo already held identical content, no commit made
     collection: str | None = None
+    forced: bool = False  # published with --force despite the checks listed in `forced_over`
+    forced_over: list[str] = Field(default_factory=list)
 
 
 class BaseManifest(_Rec):

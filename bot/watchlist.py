@@ -185,6 +185,10 @@ class Watchlist(BaseModel):
             raise PydanticCustomError(exc.type, exc.message_template, ctx) from None
         return value
 
+    def defaults_dict(self) -> dict[str, Any]:
+        """A copy of `defaults:` (the watchlist layer for bot.config.load_settings)."""
+        return dict(self.defaults)
+
     def settings(self, cli: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:
         """defaults < watchlist `defaults:` < environment < CLI, merged once by bot.config."""
         return load_settings(watchlist_defaults=self.defaults, cli=cli, environ=environ, source=self.source)

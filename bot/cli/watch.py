@@ -12,7 +12,7 @@ from rich.table import Table
 
 from bot.config import Settings
 from bot.errors import ConfigError
-from bot.ledger import Ledger
+from bot.ledger import LEDGER_FILE, Ledger
 from bot.stages.watch import WatchHub, WatchResult, run_watch
 from bot.watchlist import load_watchlist
 
@@ -24,6 +24,12 @@ def hub_client(settings: Settings) -> WatchHub:
     from bot.clients.hub import make_hub_client
 
     return make_hub_client(settings)
+
+
+def _params(params_b: float | None) -> str:
+    if params_b is None:
+        return ""
+    return f"{params_b:.1f}B" if params_b >= 0.1 else f"{params_b * 1000:.1f}M" if params_b >= 1e-4 else "<0.1M"
 
 
 def render(result: WatchResult, console: Console) -> None:
@@ -38,7 +44,7 @@ def render(result: WatchResult, console: Console) -> None:
             (cand.revision or "")[:12],
             f"[{style}]{cand.decision}[/]" if style else cand.decision,
             ",".join(cand.recipes) if cand.queued else "",
-            f"{cand.params_b:.1f}B" if cand.params_b is not None else "",
+            _params(cand.params_b),
             escape(cand.reason),
         )
     console.print(table)
@@ -64,10 +70,16 @@ def watch(
         raise ConfigError("--dispatch and --run exclude each other", hint="pick one")
     wl = load_watchlist(watchlist)
     settings = wl.settings()
+    dispatcher = None
+    if dispatch and not dry_run:  # fail on a missing GITHUB_TOKEN / GITHUB_REPOSITORY before any work
+        from bot.clients.github import GitHubDispatcher
+
+        dispatcher = GitHubDispatcher()
     client = hub_client(settings)
-    with Ledger.for_settings(settings) as ledger:
+    path = Path(settings.runs_dir) / LEDGER_FILE
+    with Ledger(":memory:" if dry_run and not path.exists() else path) as ledger:  # a dry run creates no file
         result = run_watch(wl, client, ledger, settings, dispatch=dispatch, run=run, dry_run=dry_run, ref=ref,
-                           limit=limit)
+                           limit=limit, dispatcher=dispatcher)
     render(result, Console())
     if result.failed:
         raise typer.Exit(code=5)

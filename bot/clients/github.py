@@ -1,4 +1,4 @@
-"""GitHub Actions: dispatch `publish.yml` for one model (PyGithub, one workflow lookup + one POST).
+"""GitHub Actions: dispatch `publish.yml` for one model (PyGithub; one POST per dispatch).
 
 The token comes from GITHUB_TOKEN and never appears in messages; errors name the workflow file, the
 token variable and the permission it needs (`actions: write`).
@@ -47,8 +47,9 @@ class GitHubDispatcher:
         self.repo = repo
         self.base_url = (base_url or env.get("GITHUB_API_URL") or DEFAULT_API).rstrip("/")
         self._token = token
+        # lazy: no GET of the repository or the workflow; the dispatch POST names the workflow file itself
         self._gh = Github(base_url=self.base_url, auth=Auth.Token(token), timeout=timeout, retry=None,
-                          seconds_between_requests=None, seconds_between_writes=None)
+                          seconds_between_requests=None, seconds_between_writes=None, lazy=True)
 
     def __repr__(self) -> str:
         return f"GitHubDispatcher(repo={self.repo!r}, base_url={self.base_url!r})"
@@ -58,7 +59,7 @@ class GitHubDispatcher:
         """POST a workflow_dispatch event. Inputs are sent as strings (GitHub's workflow_dispatch contract)."""
         values = {k: str(v) for k, v in (inputs or {}).items()}
         try:
-            wf = self._gh.get_repo(self.repo, lazy=True).get_workflow(workflow)
+            wf = self._gh.get_repo(self.repo).get_workflow(workflow)
             out: Any = wf.create_dispatch(ref, values, throw=True, return_run_details=True)
         except GithubException as exc:
             raise self._error(exc, workflow, ref) from None

@@ -226,7 +226,8 @@ def commit(ctx: Ctx, ns: str, name: str, rev: str) -> Response:
             continue
         logged.append({"key": key, "path": value.get("path")})
         if key == "file":
-            data = base64.b64decode(value["content"]) if value.get("encoding") == "base64" else value["content"].encode()
+            content = value["content"]
+            data = base64.b64decode(content) if value.get("encoding") == "base64" else content.encode()
             sha256, size = ctx.storage.put_bytes(repo_id, data)
             ops.append(AddOp(value["path"], sha256, size))
         elif key == "lfsFile":
@@ -238,8 +239,8 @@ def commit(ctx: Ctx, ns: str, name: str, rev: str) -> Response:
     ctx.summary = {"header": header, "ops": logged}
     done = ctx.storage.commit(repo_id, rev, ops, title=header.get("summary", ""), message=header.get("description", ""),
                               author=user, parent=header.get("parentCommit"))
-    return json_response({"success": True, "commitOid": done.sha, "commitUrl": f"{ctx.base_url}/{repo_id}/commit/{done.sha}",
-                          "pullRequestUrl": None})
+    return json_response({"success": True, "commitOid": done.sha,
+                          "commitUrl": f"{ctx.base_url}/{repo_id}/commit/{done.sha}", "pullRequestUrl": None})
 
 
 def _sign(ctx: Ctx, repo_id: str, oid: str) -> str:
@@ -309,28 +310,28 @@ def resolve(ctx: Ctx, ns: str, name: str, rev: str, path: str) -> Response:
 
 def collections_list(ctx: Ctx) -> Response:
     owner = ctx.request.args.get("owner")
-    return json_response(ctx.storage.list_collections(owner))
+    return json_response(ctx.storage.collections.by_owner(owner))
 
 
 def collection_create(ctx: Ctx) -> Response:
     user = require_user(ctx)
     body = ctx.body or {}
-    data, created = ctx.storage.create_collection(body.get("namespace") or user, body["title"], body.get("description"),
-                                                  bool(body.get("private")))
+    data, created = ctx.storage.collections.create(body.get("namespace") or user, body["title"],
+                                                   body.get("description"), bool(body.get("private")))
     if not created:
         return error_response(409, "You already have a collection with this title", extra={"slug": data["slug"]})
     return json_response(data)
 
 
 def collection_get(ctx: Ctx, ns: str, slug: str) -> Response:
-    return json_response(ctx.storage.get_collection(f"{ns}/{slug}"))
+    return json_response(ctx.storage.collections.get(f"{ns}/{slug}"))
 
 
 def collection_add(ctx: Ctx, ns: str, slug: str) -> Response:
     require_user(ctx)
     body = ctx.body or {}
     item = body.get("item") or {}
-    data, created = ctx.storage.add_collection_item(f"{ns}/{slug}", item["id"], item.get("type", "model"),
+    data, created = ctx.storage.collections.add_item(f"{ns}/{slug}", item["id"], item.get("type", "model"),
                                                     body.get("note"))
     if not created:
         return error_response(409, "Item already in the collection")
@@ -340,5 +341,5 @@ def collection_add(ctx: Ctx, ns: str, slug: str) -> Response:
 def collection_update_item(ctx: Ctx, ns: str, slug: str, item: str) -> Response:
     require_user(ctx)
     body = ctx.body or {}
-    ctx.storage.update_collection_item(f"{ns}/{slug}", item, body.get("note"), body.get("position"))
+    ctx.storage.collections.update_item(f"{ns}/{slug}", item, body.get("note"), body.get("position"))
     return json_response({})

@@ -73,6 +73,7 @@ class Fault:
     status: int | None = None
     retry_after: float | None = None
     drop: bool = False
+    after_handling: bool = False  # with drop: handle the request first, then drop (the answer is lost)
     message: str = ""
     hook: Callable[[], None] | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -98,16 +99,20 @@ class FaultInjector:
              message: str = "injected failure", retry_after: float | None = None) -> Fault:
         return self._add(path, method, times, status=status, message=message, retry_after=retry_after)
 
-    def rate_limit(self, *, times: int = 1, retry_after: float = 1, path: str = ".*", method: str | None = None) -> Fault:
+    def rate_limit(self, *, times: int = 1, retry_after: float = 1, path: str = ".*",
+                   method: str | None = None) -> Fault:
         return self.fail(429, path=path, method=method, times=times, message="rate limited", retry_after=retry_after)
 
     def server_error(self, status: int = 503, *, times: int = 1, path: str = ".*", method: str | None = None) -> Fault:
         return self.fail(status, path=path, method=method, times=times, message="service unavailable")
 
-    def drop(self, *, times: int = 1, path: str = ".*", method: str | None = None) -> Fault:
-        return self._add(path, method, times, drop=True)
+    def drop(self, *, times: int = 1, path: str = ".*", method: str | None = None,
+             after_handling: bool = False) -> Fault:
+        """Close the connection without an answer; `after_handling`: once the request has taken effect."""
+        return self._add(path, method, times, drop=True, after_handling=after_handling)
 
-    def deny(self, status: int = 401, *, path: str = ".*", method: str | None = None, times: int | None = None) -> Fault:
+    def deny(self, status: int = 401, *, path: str = ".*", method: str | None = None,
+             times: int | None = None) -> Fault:
         """401 answers like the Hub for a bad token; 403 like a token without write permission."""
         message = "Invalid credentials in Authorization header" if status == 401 else "You don't have the rights"
         return self.fail(status, path=path, method=method, times=times, message=message)

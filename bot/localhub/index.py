@@ -84,7 +84,7 @@ def render_index(storage: "HubStorage") -> str:
             f"<li>{esc(i['id'])}{': ' + esc(i['note']['text']) if i.get('note') else ''}</li>" for i in c["items"]
         )
         + "</ul></li>"
-        for c in storage.list_collections()
+        for c in storage.collections.by_owner()
     )
     table = (
         "<table><tr><th>repo</th><th>last modified</th><th>head</th><th>commits</th><th></th></tr>"

@@ -27,7 +27,8 @@ def _as_bytes(content: FileContent) -> bytes:
     return content.encode()
 
 
-def _ops(storage: HubStorage, repo_id: str, files: Mapping[str, FileContent], lfs_suffixes: tuple[str, ...]) -> list[AddOp]:
+def _ops(storage: HubStorage, repo_id: str, files: Mapping[str, FileContent],
+         lfs_suffixes: tuple[str, ...]) -> list[AddOp]:
     ops: list[AddOp] = []
     for path, content in files.items():
         sha256, size = storage.put_bytes(repo_id, _as_bytes(content))

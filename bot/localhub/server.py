@@ -32,32 +32,36 @@ from bot.localhub.storage import HubStorage, StorageError
 log = logging.getLogger(__name__)
 
 _M = "/api/models/<ns>/<name>"
-_RULES = [
-    Rule("/", endpoint="index"),
-    Rule("/repos/<path:path>", endpoint="browse"),
-    Rule("/api/whoami-v2", endpoint="whoami"),
-    Rule("/api/repos/create", methods=["POST"], endpoint="repo_create"),
-    Rule("/api/validate-yaml", methods=["POST"], endpoint="validate_yaml"),
-    Rule("/api/models", methods=["GET"], endpoint="list_models"),
-    Rule(_M, methods=["GET"], endpoint="model_info"),
-    Rule(f"{_M}/revision/<path:rev>", methods=["GET"], endpoint="model_info"),
-    Rule(f"{_M}/preupload/<rev>", methods=["POST"], endpoint="preupload"),
-    Rule(f"{_M}/commit/<rev>", methods=["POST"], endpoint="commit"),
-    Rule(f"{_M}/tree/<rev>", methods=["GET"], endpoint="tree"),
-    Rule(f"{_M}/tree/<rev>/<path:path>", methods=["GET"], endpoint="tree"),
-    Rule(f"{_M}/refs", methods=["GET"], endpoint="refs"),
-    Rule(f"{_M}/commits/<rev>", methods=["GET"], endpoint="commits"),
-    Rule(f"{_M}/tag/<rev>", methods=["POST"], endpoint="create_tag"),
-    Rule(f"{_M}/settings", methods=["PUT"], endpoint="settings"),
-    Rule("/api/collections", methods=["GET"], endpoint="collections_list"),
-    Rule("/api/collections", methods=["POST"], endpoint="collection_create"),
-    Rule("/api/collections/<ns>/<slug>", methods=["GET"], endpoint="collection_get"),
-    Rule("/api/collections/<ns>/<slug>/items", methods=["POST"], endpoint="collection_add"),
-    Rule("/api/collections/<ns>/<slug>/items/<item>", methods=["PATCH"], endpoint="collection_update_item"),
-    Rule("/<ns>/<repo_git>/info/lfs/objects/batch", methods=["POST"], endpoint="lfs_batch"),
-    Rule("/_lfs/<ns>/<name>/<oid>", methods=["PUT"], endpoint="lfs_put"),
-    Rule("/<ns>/<name>/resolve/<rev>/<path:path>", methods=["GET", "HEAD"], endpoint="resolve"),
-]
+_JSON_TYPES = ("application/json", "application/vnd.git-lfs+json")
+
+
+def _rules() -> list[Rule]:
+    return [
+        Rule("/", endpoint="index"),
+        Rule("/repos/<path:path>", endpoint="browse"),
+        Rule("/api/whoami-v2", endpoint="whoami"),
+        Rule("/api/repos/create", methods=["POST"], endpoint="repo_create"),
+        Rule("/api/validate-yaml", methods=["POST"], endpoint="validate_yaml"),
+        Rule("/api/models", methods=["GET"], endpoint="list_models"),
+        Rule(_M, methods=["GET"], endpoint="model_info"),
+        Rule(f"{_M}/revision/<path:rev>", methods=["GET"], endpoint="model_info"),
+        Rule(f"{_M}/preupload/<rev>", methods=["POST"], endpoint="preupload"),
+        Rule(f"{_M}/commit/<rev>", methods=["POST"], endpoint="commit"),
+        Rule(f"{_M}/tree/<rev>", methods=["GET"], endpoint="tree"),
+        Rule(f"{_M}/tree/<rev>/<path:path>", methods=["GET"], endpoint="tree"),
+        Rule(f"{_M}/refs", methods=["GET"], endpoint="refs"),
+        Rule(f"{_M}/commits/<rev>", methods=["GET"], endpoint="commits"),
+        Rule(f"{_M}/tag/<rev>", methods=["POST"], endpoint="create_tag"),
+        Rule(f"{_M}/settings", methods=["PUT"], endpoint="settings"),
+        Rule("/api/collections", methods=["GET"], endpoint="collections_list"),
+        Rule("/api/collections", methods=["POST"], endpoint="collection_create"),
+        Rule("/api/collections/<ns>/<slug>", methods=["GET"], endpoint="collection_get"),
+        Rule("/api/collections/<ns>/<slug>/items", methods=["POST"], endpoint="collection_add"),
+        Rule("/api/collections/<ns>/<slug>/items/<item>", methods=["PATCH"], endpoint="collection_update_item"),
+        Rule("/<ns>/<repo_git>/info/lfs/objects/batch", methods=["POST"], endpoint="lfs_batch"),
+        Rule("/_lfs/<ns>/<name>/<oid>", methods=["PUT"], endpoint="lfs_put"),
+        Rule("/<ns>/<name>/resolve/<rev>/<path:path>", methods=["GET", "HEAD"], endpoint="resolve"),
+    ]
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -85,7 +89,7 @@ class LocalHub:
                                 tuple(lfs_patterns), secrets.token_bytes(16))
         self.log = RequestLog()
         self.faults = FaultInjector()
-        self._map = Map(_RULES)
+        self._map = Map(_rules())
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         write_index(self.storage)
@@ -103,7 +107,8 @@ class LocalHub:
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._server = make_server(host, port, self.wsgi, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-hub", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="local-hub", daemon=True)
         self._thread.start()
         return self.url
 
@@ -158,7 +163,7 @@ class LocalHub:
         request = Request(environ)
         user, token_ok = self._user(request)
         body: Any = None
-        if request.method in ("POST", "PUT", "PATCH") and (request.mimetype or "").endswith("json"):
+        if request.method in ("POST", "PUT", "PATCH") and request.mimetype in _JSON_TYPES:
             try:
                 body = json.loads(request.get_data() or b"null")
             except (json.JSONDecodeError, UnicodeDecodeError):
@@ -169,6 +174,8 @@ class LocalHub:
             fault.hook()
             fault = None
         if fault is not None and fault.drop:
+            if fault.after_handling:  # the request takes effect, its answer is lost
+                self._dispatch(ctx)
             self._record(ctx, None)
             sock = environ.get("werkzeug.socket")
             if sock is not None:

@@ -8,7 +8,7 @@
 <root>/repos/<ns>/<name>/objects/<sha256>     content-addressed file contents
 <root>/repos/<ns>/<name>/files/           a read-only checkout of `main`
 <root>/repos/<ns>/<name>/history.log      one line per commit, newest last
-<root>/collections/<ns>/<slug>.json
+<root>/collections/<ns>/<slug>.json   (see collections.py)
 ```
 No token is ever written here: commits carry the user *name* the server resolved.
 """
@@ -23,34 +23,19 @@ import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from bot.rundir import atomic_write_text
+from bot.localhub.collections import CollectionStore
+from bot.localhub.common import StorageError, iso_now, read_json, write_json
 
 DEFAULT_BRANCH = "main"
 GITATTRIBUTES = "".join(
     f"{pattern} filter=lfs diff=lfs merge=lfs -text\n"
-    for pattern in ("*.bin", "*.gguf", "*.h5", "*.model", "*.onnx", "*.pt", "*.pth", "*.safetensors", "*.tar.*", "*.zip")
+    for pattern in ("*.bin", "*.gguf", "*.h5", "*.model", "*.onnx", "*.pt", "*.pth", "*.safetensors", "*.zip")
 )
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CHUNK = 1 << 20
-
-
-class StorageError(Exception):
-    """A request the storage refuses; `status` and `code` become the HTTP answer (code -> X-Error-Code)."""
-
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-
-def iso_now() -> str:
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def git_blob_oid(data: bytes) -> str:
@@ -72,7 +57,8 @@ class FileEntry:
     def tree_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "file", "path": self.path, "size": self.size, "oid": self.oid}
         if self.lfs:
-            out["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": len(lfs_pointer(self.sha256, self.size))}
+            pointer = len(lfs_pointer(self.sha256, self.size))
+            out["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": pointer}
         return out
 
 
@@ -113,14 +99,6 @@ class DeleteOp:
     folder: bool = False
 
 
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 class HubStorage:
     """Thread-safe persistent store. `on_change` runs after each mutation (the server regenerates index.html)."""
 
@@ -130,6 +108,7 @@ class HubStorage:
         self.lock = threading.RLock()
         self.on_change = on_change
         self._counter = 0
+        self.collections = CollectionStore(self)
 
     # ------------------------------------------------------------ repos
     def repo_dir(self, repo_id: str) -> Path:
@@ -142,20 +121,22 @@ class HubStorage:
 
     def list_repos(self) -> list[str]:
         base = self.root / "repos"
-        return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in base.glob("*/*/repo.json")) if base.exists() else []
+        if not base.exists():
+            return []
+        return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in base.glob("*/*/repo.json"))
 
     def meta(self, repo_id: str) -> dict[str, Any]:
         path = self.repo_dir(repo_id) / "repo.json"
         if not path.exists():
             raise StorageError(404, f"Repository {repo_id} not found", "RepoNotFound")
-        return _read_json(path)
+        return read_json(path)
 
     def update_meta(self, repo_id: str, **updates: Any) -> dict[str, Any]:
         with self.lock:
             data = self.meta(repo_id)
             data.update(updates)
-            _write_json(self.repo_dir(repo_id) / "repo.json", data)
-        self._changed()
+            write_json(self.repo_dir(repo_id) / "repo.json", data)
+        self.changed()
         return data
 
     def create_repo(
@@ -184,8 +165,8 @@ class HubStorage:
                 "lastModified": when,
                 "tags": list(tags or []),
             }
-            _write_json(rdir / "repo.json", meta)
-            _write_json(rdir / "refs.json", {"branches": {}, "tags": {}})
+            write_json(rdir / "repo.json", meta)
+            write_json(rdir / "refs.json", {"branches": {}, "tags": {}})
             sha256, size = self.put_bytes(repo_id, GITATTRIBUTES.encode())
             self.commit(repo_id, DEFAULT_BRANCH, [AddOp(".gitattributes", sha256, size)], title="initial commit",
                         author=author, date=when, create_branch=True)
@@ -194,7 +175,7 @@ class HubStorage:
     # ------------------------------------------------------------ refs and commits
     def refs(self, repo_id: str) -> dict[str, dict[str, str]]:
         self.meta(repo_id)
-        return _read_json(self.repo_dir(repo_id) / "refs.json")
+        return read_json(self.repo_dir(repo_id) / "refs.json")
 
     def resolve(self, repo_id: str, revision: str) -> str:
         refs = self.refs(repo_id)
@@ -217,7 +198,7 @@ class HubStorage:
         path = self.repo_dir(repo_id) / "commits" / f"{sha}.json"
         if not path.exists():
             raise StorageError(404, f"Invalid rev id: {sha}", "RevisionNotFound")
-        return Commit.from_json(_read_json(path))
+        return Commit.from_json(read_json(path))
 
     def history(self, repo_id: str, sha: str) -> list[Commit]:
         out: list[Commit] = []
@@ -234,7 +215,7 @@ class HubStorage:
             if tag in refs["tags"]:
                 raise StorageError(409, f"Tag {tag} already exists")
             refs["tags"][tag] = self.resolve(repo_id, revision)
-            _write_json(self.repo_dir(repo_id) / "refs.json", refs)
+            write_json(self.repo_dir(repo_id) / "refs.json", refs)
 
     # ------------------------------------------------------------ blobs
     def blob_path(self, repo_id: str, sha256: str) -> Path:
@@ -308,20 +289,21 @@ class HubStorage:
             sha = hashlib.sha1(seed.encode()).hexdigest()
             commit = Commit(sha, [head] if head else [], title, message, when, author, files, changed, deleted)
             rdir = self.repo_dir(repo_id)
-            _write_json(rdir / "commits" / f"{sha}.json", commit.to_json())
+            write_json(rdir / "commits" / f"{sha}.json", commit.to_json())
             refs["branches"][branch] = sha
-            _write_json(rdir / "refs.json", refs)
+            write_json(rdir / "refs.json", refs)
             with open(rdir / "history.log", "a", encoding="utf-8") as fh:
                 fh.write(f"{when} {sha} {branch} {author}: {title}\n")
             if branch == DEFAULT_BRANCH:
                 self._checkout(repo_id, commit)
             meta = self.meta(repo_id)
             meta["lastModified"] = when
-            _write_json(rdir / "repo.json", meta)
-        self._changed()
+            write_json(rdir / "repo.json", meta)
+        self.changed()
         return commit
 
-    def _apply(self, repo_id: str, files: dict[str, FileEntry], ops: list[AddOp | DeleteOp]) -> tuple[list[str], list[str]]:
+    def _apply(self, repo_id: str, files: dict[str, FileEntry],
+               ops: list[AddOp | DeleteOp]) -> tuple[list[str], list[str]]:
         changed: list[str] = []
         deleted: list[str] = []
         for op in ops:
@@ -359,71 +341,6 @@ class HubStorage:
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
 
-    # ------------------------------------------------------------ collections
-    def _collection_path(self, slug: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+", slug):
-            raise StorageError(404, f"Collection {slug} not found")
-        return self.root / "collections" / f"{slug}.json"
-
-    def get_collection(self, slug: str) -> dict[str, Any]:
-        path = self._collection_path(slug)
-        if not path.exists():
-            raise StorageError(404, f"Collection {slug} not found")
-        return _read_json(path)
-
-    def list_collections(self, owner: str | None = None) -> list[dict[str, Any]]:
-        base = self.root / "collections"
-        found = [_read_json(p) for p in sorted(base.glob("*/*.json"))] if base.exists() else []
-        return [c for c in found if owner is None or c["owner"]["name"] == owner]
-
-    def create_collection(self, namespace: str, title: str, description: str | None, private: bool) -> tuple[dict[str, Any], bool]:
-        """Return (collection, created). A title already used in the namespace answers the existing one."""
-        with self.lock:
-            for existing in self.list_collections(namespace):
-                if existing["title"] == title:
-                    return existing, False
-            words = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "collection"
-            ident = hashlib.sha1(f"{namespace}/{title}/{time.time_ns()}".encode()).hexdigest()[:24]
-            data = {
-                "slug": f"{namespace}/{words}-{ident}", "title": title, "description": description,
-                "owner": {"name": namespace, "type": "user"}, "items": [], "lastUpdated": iso_now(),
-                "position": 0, "private": private, "theme": "default", "upvotes": 0,
-            }
-            _write_json(self._collection_path(data["slug"]), data)
-        self._changed()
-        return data, True
-
-    def add_collection_item(self, slug: str, item_id: str, item_type: str, note: str | None) -> tuple[dict[str, Any], bool]:
-        with self.lock:
-            data = self.get_collection(slug)
-            if any(i["id"] == item_id and i["type"] == item_type for i in data["items"]):
-                return data, False
-            object_id = hashlib.sha1(f"{slug}/{item_type}/{item_id}".encode()).hexdigest()[:24]
-            item: dict[str, Any] = {"_id": object_id, "id": item_id, "type": item_type, "position": len(data["items"])}
-            if note is not None:
-                item["note"] = {"text": note, "html": note}
-            data["items"].append(item)
-            data["lastUpdated"] = iso_now()
-            _write_json(self._collection_path(slug), data)
-        self._changed()
-        return data, True
-
-    def update_collection_item(self, slug: str, object_id: str, note: str | None, position: int | None) -> None:
-        with self.lock:
-            data = self.get_collection(slug)
-            for item in data["items"]:
-                if item["_id"] == object_id:
-                    if note is not None:
-                        item["note"] = {"text": note, "html": note}
-                    if position is not None:
-                        item["position"] = position
-                    break
-            else:
-                raise StorageError(404, f"Item {object_id} not found in {slug}")
-            data["lastUpdated"] = iso_now()
-            _write_json(self._collection_path(slug), data)
-        self._changed()
-
-    def _changed(self) -> None:
+    def changed(self) -> None:
         if self.on_change is not None:
             self.on_change(self)

@@ -61,7 +61,8 @@ def safetensors_info(storage: HubStorage, repo_id: str, commit: Commit) -> dict[
     return {"parameters": params, "total": sum(params.values())} if params else None
 
 
-def model_json(storage: HubStorage, repo_id: str, sha: str, *, blobs: bool = False, full: bool = True) -> dict[str, Any]:
+def model_json(storage: HubStorage, repo_id: str, sha: str, *, blobs: bool = False,
+               full: bool = True) -> dict[str, Any]:
     meta = storage.meta(repo_id)
     commit = storage.get_commit(repo_id, sha)
     card = card_data(storage, repo_id, commit)
@@ -75,7 +76,8 @@ def model_json(storage: HubStorage, repo_id: str, sha: str, *, blobs: bool = Fal
         pipeline = "text-generation"
     if any(p.endswith(".safetensors") for p in commit.files):
         tags.append("safetensors")
-    for extra in (library, (card or {}).get("license") and f"license:{card['license']}"):
+    license_id = (card or {}).get("license")
+    for extra in (library, f"license:{license_id}" if isinstance(license_id, str) else None):
         if isinstance(extra, str):
             tags.append(extra)
     out: dict[str, Any] = {

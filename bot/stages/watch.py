@@ -93,7 +93,7 @@ class WatchPlan:
 class Action:
     model_id: str
     revision: str | None
-    kind: Literal["dispatched", "published", "failed", "queued", "would-dispatch", "would-run"]
+    kind: Literal["dispatched", "published", "failed", "queued", "would-dispatch", "would-run", "would-queue"]
     detail: str = ""
 
 
@@ -164,7 +164,8 @@ class _Planner:
                              entry=entry)
         sha = info.sha
         if not sha:
-            return Candidate(model_id, None, "skip", "the Hub gave no revision", retry=True, entry=entry)
+            return Candidate(model_id, None, "skip", "the Hub gave no revision", retry=True, ledger_state="skipped",
+                             entry=entry)
         check = check_model(info, entry, settings, self.now)
         if check.reason:
             return Candidate(model_id, sha, "skip", check.reason, params_b=check.params_b, retry=check.retry,
@@ -305,8 +306,8 @@ def run_watch(watchlist: Watchlist, client: WatchHub, ledger: Ledger, settings: 
     plan = plan_watch(watchlist, client, ledger, settings, now=now)
     todo = plan.queued if limit is None else plan.queued[:limit]
     if dry_run:
-        kind: Literal["would-dispatch", "would-run", "queued"] = (
-            "would-dispatch" if dispatch else "would-run" if run else "queued")
+        kind: Literal["would-dispatch", "would-run", "would-queue"] = (
+            "would-dispatch" if dispatch else "would-run" if run else "would-queue")
         return WatchResult(plan, tuple(Action(c.model_id, c.revision, kind, ",".join(c.recipes)) for c in todo))
     for cursor in plan.cursors:
         ledger.set_cursor(cursor)

@@ -108,9 +108,11 @@ def check_gated(info: ModelInfo) -> str | None:
 
 def check_remote_code(info: ModelInfo, entry: WatchEntry, settings: Settings) -> str | None:
     auto_map = _config(info).get("auto_map")
-    if not auto_map or entry.trust_remote_code or settings.allows_remote_code(info.id):
+    custom = "custom_code" in (info.tags or [])  # the Hub's tag for repos whose config has auto_map
+    if not (auto_map or custom) or entry.trust_remote_code or settings.allows_remote_code(info.id):
         return None
-    return "needs remote code (auto_map in config); set `trust_remote_code: true` on its watch entry to allow it"
+    where = "auto_map in config" if auto_map else "tag custom_code"
+    return f"needs remote code ({where}); set `trust_remote_code: true` on its watch entry to allow it"
 
 
 def check_architectures(info: ModelInfo, entry: WatchEntry) -> str | None:

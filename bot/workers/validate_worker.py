@@ -1,0 +1,78 @@
+"""Validate worker: load one model dir, generate, time it; write a result JSON (serve environment; the `hf` backend
+also runs in the quantize environment on CPU).
+
+    python -m bot.workers.validate_worker JOB.json
+
+Job: {"backend": "vllm"|"hf", "model_path", "result_path", "device": "cuda"|"cpu", "label": "GPU"|"CPU"|...,
+      "prompts": [...], "max_new_tokens", "speed": {SpeedSettings fields} | null, "dtype", "tensor_parallel_size",
+      "trust_remote_code", "seed"}
+Result: {"status": "done"|"failed", "backend", "hardware", "versions", "load": {...}, "generations": [...],
+         "chat_template_applied", "speed": {...}, "wall_time_s", "error"?, "traceback"?}
+A model that does not load is a result (load.ok false, status done), not a crash. The result is written before
+the engine is shut down, and the process ends with os._exit so that library teardown cannot turn a finished run
+into a failed one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bot.workers.validate_common import Stopwatch, end_children, versions, write_result
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def run(job: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+    """Returns (result, backend module, handle to close)."""
+    backend = job["backend"]
+    if backend == "vllm":
+        from bot.workers import vllm_backend as mod
+
+        result, handle = mod.run(job)
+    elif backend == "hf":
+        from bot.workers import hf_backend as mod
+
+        result, handle = mod.run(job), None
+    else:
+        raise ValueError(f"unknown backend {backend!r} (expected 'vllm' or 'hf')")
+    return result, mod, handle
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    watch = Stopwatch()
+    emit("start", model=job["model_path"], backend=job["backend"])
+    mod: Any = None
+    handle: Any = None
+    try:
+        result, mod, handle = run(job)
+        result["status"] = "done"
+    except Exception as exc:  # noqa: BLE001 - the stage reads the failure from the result file
+        result = {"status": "failed", "backend": job.get("backend"), "error": f"{type(exc).__name__}: {exc}"[:2000],
+                  "traceback": traceback.format_exc(limit=10)[-6000:]}
+    result["versions"] = versions()
+    result["wall_time_s"] = watch.seconds()
+    write_result(job["result_path"], result)
+    emit("end", status=result["status"], seconds=result["wall_time_s"])
+    try:
+        if mod is not None:
+            mod.close(handle)
+        else:
+            end_children()  # a crash after vLLM started: end its EngineCore
+    except Exception as exc:  # noqa: BLE001 - the result is already on disk
+        print(f"close: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    return 0 if result["status"] == "done" else 3
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
