@@ -64,6 +64,7 @@ class ValidateSettings(_Strict):
         ]
     )
     max_new_tokens: int = 64
+    worker_timeout_s: int = Field(default=4 * 3600, ge=60, description="per worker run (load+speed, or lm-eval)")
 
 
 class GateSettings(_Strict):

@@ -150,11 +150,15 @@ class SpeedRecord(_Rec):
 
 
 class TaskScore(_Rec):
+    # NaN/inf (a broken model's perplexity) are written as JSON constants so they read back as floats
+    model_config = ConfigDict(extra="ignore", ser_json_inf_nan="constants")
+
     task: str
     metric: str
     value: float
     stderr: float | None = None
     samples: int | None = None
+    higher_is_better: bool | None = None  # None: inferred from the metric name (perplexities are lower-is-better)
 
 
 class AccuracyRecord(_Rec):

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from bot.manifest import CardRecord, Status, now_iso
 from bot.rundir import RunDir, atomic_write_text
 from bot.stages.card_checks import check_checkpoint
 from bot.stages.card_data import RunData, base_name, quantize_reason
-from bot.stages.card_format import Scrubber, gb, one_line, pct, ratio
+from bot.stages.card_format import gb, one_line, pct, ratio
 from bot.stages.card_meta import card_metadata, eval_results_files, front_matter
 from bot.stages.card_view import build_variant_card
 from bot.stages.chart import CHART_NAME, draw_chart

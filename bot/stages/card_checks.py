@@ -100,7 +100,8 @@ def _render_or_error(template: str, tokens: dict[str, str]) -> tuple[str | None,
 
 def _first_difference(a: str, b: str) -> str:
     i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return f"first difference at character {i}: base {a[i:i + 40]!r} vs variant {b[i:i + 40]!r}"
+    start = max(0, i - 12)
+    return f"first difference at character {i}: base {a[start:i + 30]!r} vs variant {b[start:i + 30]!r}"
 
 
 def check_checkpoint(model_dir: Path, base_dir: Path | None, license_files: list[str]) -> CheckResult:

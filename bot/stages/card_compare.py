@@ -140,7 +140,7 @@ def _sibling_row(run: RunData, vid: str, current: str, scrub: Scrubber) -> Sibli
     if q_reason:  # nothing was measured: say so once in full, briefly elsewhere
         short = not_measured(q_reason.split(":", 1)[0])
         return SiblingRow(model, md_cell(scheme), short, short, short, short,
-                          md_cell(scrub(f"❌ {one_line(q_reason, 80)}")))
+                          md_cell(scrub(f"❌ {one_line(q_reason, 100)}")))
     size = gb(vm.quantize.size_bytes) if vm.quantize.size_bytes is not None else not_measured("size not recorded")
     if comp is not None and comp.mean_recovery is not None:
         recovery = pct(comp.mean_recovery)

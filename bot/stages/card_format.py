@@ -59,7 +59,7 @@ def tok_s(value: float) -> str:
 
 
 def ms(value: float) -> str:
-    return f"{value:.1f}"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
 def seconds(value: float) -> str:

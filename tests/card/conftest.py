@@ -56,3 +56,10 @@ def number(cell: str) -> float:
     match = re.match(r"^-?[\d,]+(?:\.\d+)?", cell)
     assert match, f"no number in cell {cell!r}"
     return float(match.group(0).replace(",", ""))
+
+
+def decimals(cell: str) -> int:
+    """How many decimals the leading number of a cell shows (the precision to compare a manifest value at)."""
+    match = re.match(r"^-?[\d,]+(?:\.(\d+))?", cell)
+    assert match, f"no number in cell {cell!r}"
+    return len(match.group(1) or "")

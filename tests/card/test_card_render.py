@@ -10,7 +10,7 @@ from pathlib import Path
 import markdown
 import pytest
 from cardfakes import BASE_SCORES, BASE_SPEED, VARIANTS
-from conftest import md_tables, number
+from conftest import decimals, md_tables, number
 from huggingface_hub import ModelCard
 
 from bot.manifest import Status
@@ -88,9 +88,9 @@ def test_every_table_number_is_its_manifest_value(gpu_run):
         "Size on disk": (memory / 1e9, m.size / 1e9, 2, comp.size_ratio),
     }
     assert set(speed) == set(expected)
-    for what, (b, v, digits, vs) in expected.items():
-        assert number(speed[what]["Base"]) == round(b, digits), what
-        assert number(speed[what]["This variant"]) == round(v, digits), what
+    for what, (b, v, _digits, vs) in expected.items():
+        assert number(speed[what]["Base"]) == round(b, decimals(speed[what]["Base"])), what
+        assert number(speed[what]["This variant"]) == round(v, decimals(speed[what]["This variant"])), what
         assert number(speed[what]["vs base"]) == round(vs, 2), what
     siblings = {row["Model"]: row for row in tables["Model"]}
     by_name = {RunData.load(rundir, settings).recipes[v].name: v for v in VARIANTS}

@@ -1,0 +1,125 @@
+"""`bot validate RUN_DIR`: measure the base and each quantized variant (load, generations, speed, lm-eval), compare
+them and apply the quality gate; the facts go into the run directory's manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bot.cli._common import console, out, settings_from_cli
+from bot.config import Settings
+from bot.errors import ConfigError, ModelError, StageError
+from bot.manifest import Status, VariantValidateRecord
+from bot.rundir import RunDir
+from bot.stages.validate import validate_run
+
+
+def _parse_tasks(tasks: str | None) -> list[str] | None:
+    if tasks is None:
+        return None
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise ConfigError("--tasks needs at least one task name", hint="e.g. --tasks bot_mc_facts,bot_wikitext_mini")
+    return names
+
+
+def _settings(watchlist: Path | None, backend: str | None, tasks: str | None, limit: int | None,
+              serve_python: str | None, device: str | None, recipes_file: Path | None) -> Settings:
+    settings = settings_from_cli(watchlist, serve_python=serve_python, device=device, recipes_file=recipes_file,
+                                 validate__backend=backend, validate__tasks=_parse_tasks(tasks),
+                                 validate__limit=limit if limit != 0 else None)
+    if limit == 0:  # 0 = the whole task (None cannot be passed through the CLI layer)
+        return settings.model_copy(update={"validate_": settings.validate.model_copy(update={"limit": None})})
+    return settings
+
+
+def _pct(value: float | None) -> str:
+    return f"{value:.1f}%" if value is not None else "-"
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def _summary(rundir: RunDir, records: list[tuple[str, VariantValidateRecord]]) -> Table:
+    table = Table(title=f"Validation of {rundir.run_id}")
+    for col in ("variant", "state", "loads", "generations", "mean recovery", "bs1 speedup", "batched speedup",
+                "size", "hardware", "note"):
+        table.add_column(col)
+    for name, rec in records:
+        manifest = rundir.read_variant(name)
+        state = manifest.state() if manifest else rec.status.value
+        comp, gate = rec.comparison, rec.gate
+        gens = f"{sum(g.ok for g in rec.generations)}/{len(rec.generations)} ok" if rec.generations else "-"
+        loads = "-" if rec.load is None else ("yes" if rec.load.ok else "no")
+        if gate is not None and not gate.passed:
+            note = "; ".join(gate.reasons)
+        elif rec.status in (Status.failed, Status.skipped):
+            note = (rec.error or "").splitlines()[0] if rec.error else ""
+        else:
+            note = f"gate >= {gate.threshold:.1f}%" if gate and gate.threshold is not None else ""
+        label = f" ({rec.speed.label})" if rec.speed and rec.speed.label != "GPU" else ""
+        table.add_row(name, state, loads, gens, _pct(comp.mean_recovery if comp else None),
+                      _ratio(comp.speedup_batch1 if comp else None) + (label if comp and comp.speedup_batch1 else ""),
+                      _ratio(comp.speedup_batched if comp else None),
+                      _ratio(comp.size_ratio if comp else None), str(rec.compat.get("status", "-")), note[:120])
+    return table
+
+
+def validate(
+    run_dir: Path = typer.Argument(..., help="Run directory made by `bot quantize` (runs/<org>--<name>@<sha>)."),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="Variant (recipe id); repeat for several (default: all)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="auto (vLLM when the serve env has it and a GPU), vllm or hf."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated lm-eval tasks (default: the settings' suite; the bundled tasks on CPU)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Samples per task (0: the whole task)."),
+    force: bool = typer.Option(False, "--force", help="Validate again what is already validated (the base too)."),
+    serve_python: Optional[str] = typer.Option(None, "--serve-python", help="Interpreter with vLLM/lm-eval (BOT_SERVE_PYTHON)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    recipes_file: Optional[Path] = typer.Option(None, "--recipes-file", help="YAML with recipe overrides (gate thresholds)."),
+    watchlist: Optional[Path] = typer.Option(None, "--watchlist", help="Take defaults from it."),
+) -> None:
+    """Validate RUN_DIR's variants against its base: loads, generates, speed, lm-eval recovery, quality gate."""
+    if backend is not None and backend not in ("auto", "vllm", "hf"):
+        raise ConfigError(f"--backend must be auto, vllm or hf (got {backend!r})")
+    settings = _settings(watchlist, backend, tasks, limit, serve_python, device, recipes_file)
+    rundir = RunDir(run_dir)
+    if not (rundir.base_dir / "manifest.json").is_file():
+        raise ModelError(f"{run_dir} is not a run directory (no base/manifest.json)",
+                         hint="pass a directory made by `bot quantize`, e.g. runs/<org>--<name>@<sha>")
+    records: list[VariantValidateRecord] = []
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        bar = progress.add_task("validate: checking the serve environment", total=None)
+
+        def on_event(event: str, data: dict[str, Any]) -> None:
+            model = data.get("model", "")
+            if event == "plan":
+                progress.update(bar, total=len(data["models"]), description=f"validate ({data['backend']}, {data['device']})")
+                console.log(f"backend {data['backend']} on {data['device']}; tasks {', '.join(data['tasks'])}, "
+                            f"limit {data['limit']}")
+            elif event == "phase":
+                progress.update(bar, description=f"{model}: {data['phase']}")
+            elif event == "skip":
+                progress.advance(bar)
+                console.log(f"{model}: skipped ({data['reason']})")
+            elif event == "model-end":
+                progress.advance(bar)
+                console.log(f"{model}: {data['state']}")
+
+        with rundir.lock(settings.lock_ttl_s, owner="validate"):
+            records = validate_run(rundir, settings, variant or None, force, on_event=on_event)
+    names = variant or rundir.variants()
+    pairs = list(zip(list(dict.fromkeys(names)), records))
+    out.print(_summary(rundir, pairs))
+    failed = [name for name, rec in pairs if rec.status == Status.failed]
+    if failed:
+        raise StageError("validate", f"{len(failed)} variant(s) failed: {', '.join(failed)}",
+                         hint=f"see {rundir.logs_dir}/validate-<variant>.log; rerun the same command to resume")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)

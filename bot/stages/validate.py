@@ -1,0 +1,361 @@
+"""The validate stage: turn the base and each quantized variant of a run into measured facts in its manifest.
+
+Per model, two workers run in the serve interpreter: `validate_worker` (load, greedy chat generations, batch-1
+and batched speed) and `lmeval_worker` (lm-eval tasks). The base is measured once per run and cached in
+`base/manifest.json`; each variant then gets a Comparison with the base, a hardware compatibility verdict and
+a gate decision. Manifests are written `running` before work and `done`/`failed` after, so an interrupted run
+resumes: finished models are skipped, and a model whose load/speed part finished keeps it while lm-eval reruns.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from bot.clients.process import WorkerRun, run_worker
+from bot.clients.serve_env import ServeEnv, choose_backend, probe, speed_label
+from bot.config import Settings, ValidateSettings
+from bot.errors import BotError, ModelError, StageError
+from bot.manifest import (
+    AccuracyRecord, Generation, Hardware, LoadCheck, SpeedRecord, Status, TaskScore, ValidateRecord,
+    VariantManifest, VariantValidateRecord, now_iso,
+)
+from bot.recipes import Recipe, load_recipes
+from bot.rundir import RunDir
+from bot.stages.validate_compare import compare, decide_gate, gate_threshold, hardware_compat
+
+BUNDLED_TASKS_DIR = Path(__file__).resolve().parent.parent / "data" / "tasks"
+BUNDLED_TASKS = ["bot_mc_facts", "bot_wikitext_mini"]
+# Speed on CPU is a smoke measurement: tiny lengths, labelled "CPU", never compared with GPU figures.
+CPU_SPEED = {"batch1_input_len": 32, "batch1_output_len": 16, "batch1_runs": 2, "batched_input_len": 32,
+             "batched_output_len": 16, "batched_num_prompts": 4}
+BASE = "base"
+EventFn = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided once per `bot validate` call."""
+
+    backend: str
+    device: str
+    label: str
+    tasks: list[str]
+    limit: int | None
+    num_fewshot: int | None
+    include_paths: list[str]
+    env: ServeEnv
+
+
+def plan_for(settings: Settings) -> Plan:
+    v = settings.validate
+    env = probe(settings.serve_python)
+    backend, device = choose_backend(v.backend, env, settings.device)
+    tasks = list(v.tasks)
+    if device == "cpu" and tasks == ValidateSettings().tasks:
+        tasks = list(BUNDLED_TASKS)  # the GPU suite is hours on a CPU; CI and laptops get the bundled tasks
+    includes = [str(BUNDLED_TASKS_DIR)] + ([str(Path(v.include_path).resolve())] if v.include_path else [])
+    return Plan(backend, device, speed_label(backend, device), tasks, v.limit, v.num_fewshot, includes, env)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def weights_size(path: Path) -> int | None:
+    files = list(path.glob("*.safetensors")) if path.is_dir() else []
+    return sum(f.stat().st_size for f in files) or None
+
+
+def recipe_for(manifest: VariantManifest, settings: Settings) -> Recipe | None:
+    if manifest.quantize.recipe:
+        try:
+            return Recipe.model_validate(manifest.quantize.recipe)
+        except ValidationError:
+            pass
+    try:
+        return load_recipes(settings.recipes_file).get(manifest.variant)
+    except BotError:
+        return None
+
+
+def choose_tp(size_bytes: int | None, env: ServeEnv, utilization: float, heads: int | None) -> int:
+    """Smallest power-of-two GPU count whose memory holds the weights with room left for the KV cache."""
+    gpu_mem = env.gpu_memory_bytes
+    if not size_bytes or not gpu_mem or env.gpu_count <= 1:
+        return 1
+    tp = 1
+    while tp * 2 <= env.gpu_count and size_bytes * 1.2 / tp > gpu_mem * utilization * 0.6:
+        tp *= 2
+    while heads and tp > 1 and heads % tp:
+        tp //= 2
+    return tp
+
+
+def _eval_matches(acc: AccuracyRecord | None, plan: Plan) -> bool:
+    return (acc is not None and acc.error is None and acc.backend == plan.backend and acc.limit == plan.limit
+            and acc.num_fewshot == plan.num_fewshot and sorted(t.task for t in acc.tasks) == sorted(plan.tasks))
+
+
+def _runtime_matches(rec: ValidateRecord | None, plan: Plan, prompts: list[str]) -> bool:
+    return (rec is not None and rec.backend == plan.backend and rec.load is not None and rec.load.ok
+            and rec.speed is not None and rec.speed.label == plan.label
+            and [g.prompt for g in rec.generations] == prompts)
+
+
+def is_current(rec: ValidateRecord | None, plan: Plan) -> bool:
+    """Done with the same backend and the same evaluation: nothing to redo."""
+    if rec is None or rec.status != Status.done or rec.backend != plan.backend:
+        return False
+    return (rec.load is not None and not rec.load.ok) or _eval_matches(rec.accuracy, plan)
+
+
+class WorkerFailed(Exception):
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+# ---------------------------------------------------------------- one model
+
+
+class ModelValidation:
+    """Runs both workers for one model dir and fills its record, saving after each step through `save`."""
+
+    def __init__(self, rundir: RunDir, settings: Settings, plan: Plan, name: str, model_path: Path,
+                 save: Callable[[], None], on_event: EventFn, trust_remote_code: bool = False) -> None:
+        self.rundir, self.settings, self.plan, self.name = rundir, settings, plan, name
+        self.model_path, self.save, self.on_event, self.trust = model_path, save, on_event, trust_remote_code
+
+    def _paths(self, kind: str) -> tuple[Path, Path, Path]:
+        jobs = self.rundir.root / "jobs"
+        return (jobs / f"{kind}-{self.name}.json", jobs / f"{kind}-{self.name}.result.json",
+                self.rundir.logs_dir / f"validate-{self.name}.log")
+
+    def _tp(self) -> int:
+        v = self.settings.validate
+        if v.tensor_parallel_size:
+            return v.tensor_parallel_size
+        if self.plan.backend != "vllm":
+            return 1
+        cfg = _read_json(self.model_path / "config.json")
+        heads = (cfg.get("text_config") or cfg).get("num_attention_heads")
+        return choose_tp(weights_size(self.model_path), self.plan.env, v.speed.gpu_memory_utilization, heads)
+
+    def _call(self, module: str, kind: str, job: dict[str, Any]) -> dict[str, Any]:
+        job_path, result_path, log_path = self._paths(kind)
+        result_path.unlink(missing_ok=True)
+        job["result_path"] = str(result_path)
+        hint = f"see {log_path}; fix the cause and rerun `bot validate {self.rundir.root}` to resume"
+        timeout = self.settings.validate.worker_timeout_s
+        try:
+            run: WorkerRun | None = run_worker(self.settings.serve_python, module, job, job_path, log_path,
+                                               timeout_s=timeout)
+        except subprocess.TimeoutExpired:
+            raise WorkerFailed(f"{module} timed out after {timeout} s", hint) from None
+        except OSError as exc:
+            raise WorkerFailed(f"{module} could not start: {exc}", hint) from None
+        result = _read_json(result_path)
+        if result.get("status") == "done":
+            return result
+        tail = run.log_tail(20) if run else ""
+        what = result.get("error") or f"exited with code {run.returncode if run else '?'} and wrote no result"
+        raise WorkerFailed(f"{module}: {what}\n--- log tail ({log_path}) ---\n{tail}", hint)
+
+    def runtime(self, rec: ValidateRecord) -> None:
+        v = self.settings.validate
+        speed = v.speed.model_dump()
+        if self.plan.device == "cpu":
+            speed.update({k: min(int(speed[k]), cap) for k, cap in CPU_SPEED.items()})
+        job = {"backend": self.plan.backend, "model_path": str(self.model_path), "device": self.plan.device,
+               "label": self.plan.label, "prompts": list(v.prompts), "max_new_tokens": v.max_new_tokens,
+               "speed": speed, "dtype": "auto", "tensor_parallel_size": self._tp(), "trust_remote_code": self.trust,
+               "seed": 0}
+        self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend})"})
+        res = self._call("validate_worker", "validate", job)
+        load = dict(res.get("load") or {})
+        rec.load = LoadCheck.model_validate(load)
+        rec.hardware = Hardware.model_validate(res["hardware"]) if res.get("hardware") else None
+        rec.versions.update(res.get("versions") or {})
+        rec.generations = [Generation.model_validate(g) for g in res.get("generations") or []]
+        rec.speed = SpeedRecord.model_validate(res["speed"]) if res.get("speed") else None
+        if load.get("kernels"):
+            rec.compat["kernels"] = load["kernels"]
+        rec.compat["chat_template_applied"] = res.get("chat_template_applied")
+
+    def accuracy(self, rec: ValidateRecord) -> None:
+        v = self.settings.validate
+        max_len = rec.load.max_model_len if rec.load else None
+        job = {"backend": self.plan.backend, "model_path": str(self.model_path), "tasks": self.plan.tasks,
+               "limit": self.plan.limit, "num_fewshot": self.plan.num_fewshot, "batch_size": v.batch_size,
+               "device": self.plan.device, "dtype": "auto", "tensor_parallel_size": self._tp(),
+               "gpu_memory_utilization": v.speed.gpu_memory_utilization, "max_model_len": max_len,
+               "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
+        self.on_event("phase", {"model": self.name, "phase": f"lm-eval {','.join(self.plan.tasks)}"})
+        acc = AccuracyRecord(limit=self.plan.limit, num_fewshot=self.plan.num_fewshot, backend=self.plan.backend)
+        try:
+            res = self._call("lmeval_worker", "lmeval", job)
+        except WorkerFailed as exc:
+            acc.error = str(exc).splitlines()[0][:500]
+            rec.accuracy = acc
+            raise
+        acc.tasks = [TaskScore.model_validate(t) for t in res["tasks"]]
+        acc.command = res.get("command", "")
+        rec.versions.update(res.get("versions") or {})
+        rec.accuracy = acc
+
+    def run(self, rec: ValidateRecord, reuse_runtime: bool) -> None:
+        """Fill `rec`; raises WorkerFailed (record left with what was measured)."""
+        if not self.model_path.is_dir():
+            raise WorkerFailed(f"model directory missing: {self.model_path}",
+                               "rerun `bot quantize` for it (or restore the base snapshot), then `bot validate`")
+        if not reuse_runtime:
+            self.runtime(rec)
+            self.save()
+        if rec.load is not None and rec.load.ok:
+            self.accuracy(rec)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _start(rec: ValidateRecord, plan: Plan) -> None:
+    rec.status, rec.started_at, rec.finished_at = Status.running, now_iso(), None
+    rec.error = rec.hint = None
+    rec.backend = plan.backend
+
+
+def _finish(rec: ValidateRecord, error: WorkerFailed | None) -> None:
+    rec.finished_at = now_iso()
+    if error is None:
+        rec.status, rec.validated_at = Status.done, rec.finished_at
+    else:
+        rec.status, rec.error, rec.hint = Status.failed, str(error), error.hint
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, emit: EventFn) -> ValidateRecord:
+    manifest = rundir.read_base()
+    assert manifest is not None
+    prev = manifest.validate_
+    if not force and is_current(prev, plan):
+        emit("skip", {"model": BASE, "reason": f"validated {prev.validated_at} ({plan.backend})"})
+        return prev
+    rec = ValidateRecord() if force or prev is None else prev.model_copy(deep=True)
+    reuse = not force and _runtime_matches(prev, plan, list(settings.validate.prompts))
+
+    def save() -> None:
+        manifest.validate_ = rec
+        rundir.write_base(manifest)
+
+    _start(rec, plan)
+    save()
+    emit("model-start", {"model": BASE})
+    error: WorkerFailed | None = None
+    work = ModelValidation(rundir, settings, plan, BASE, Path(manifest.base.path), save, emit,
+                           manifest.base.trust_remote_code)
+    try:
+        work.run(rec, reuse)
+    except WorkerFailed as exc:
+        error = exc
+    except KeyboardInterrupt:
+        _finish(rec, WorkerFailed("interrupted", f"rerun `bot validate {rundir.root}` to resume"))
+        save()
+        raise
+    if error is None and rec.load is not None and not rec.load.ok:
+        error = WorkerFailed(f"the base model does not load in {plan.backend}: {rec.load.error}",
+                             f"see {rundir.logs_dir / 'validate-base.log'}")
+    _finish(rec, error)
+    save()
+    emit("model-end", {"model": BASE, "status": rec.status.value, "state": rec.status.value})
+    if error is not None:
+        raise StageError("validate", f"base model: {str(error).splitlines()[0]}", hint=error.hint)
+    return rec
+
+
+def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: str, base: ValidateRecord,
+                      base_path: Path, trust: bool, force: bool, emit: EventFn) -> VariantValidateRecord:
+    manifest = rundir.read_variant(variant)
+    assert manifest is not None
+    if manifest.quantize.status != Status.done:
+        why = f"quantize is {manifest.quantize.status.value}"
+        if manifest.quantize.error:
+            why += f": {manifest.quantize.error.splitlines()[0]}"
+        rec = VariantValidateRecord(status=Status.skipped, error=why, hint=f"run `bot quantize` for {variant} first")
+        manifest.validate_ = rec
+        rundir.write_variant(manifest)
+        emit("skip", {"model": variant, "reason": why})
+        return rec
+    prev = manifest.validate_
+    if not force and is_current(prev, plan):
+        emit("skip", {"model": variant, "reason": f"validated {prev.validated_at} ({plan.backend})"})
+        return prev
+    rec = VariantValidateRecord() if force or prev is None else prev.model_copy(deep=True)
+    reuse = not force and _runtime_matches(prev, plan, list(settings.validate.prompts))
+    rec.comparison = rec.gate = None
+
+    def save() -> None:
+        manifest.validate_ = rec
+        rundir.write_variant(manifest)
+
+    _start(rec, plan)
+    save()
+    emit("model-start", {"model": variant})
+    error: WorkerFailed | None = None
+    model_dir = rundir.model_dir(variant)
+    work = ModelValidation(rundir, settings, plan, variant, model_dir, save, emit, trust)
+    try:
+        work.run(rec, reuse)
+    except WorkerFailed as exc:
+        error = exc
+    except KeyboardInterrupt:
+        _finish(rec, WorkerFailed("interrupted", f"rerun `bot validate {rundir.root}` to resume"))
+        save()
+        raise
+    recipe = recipe_for(manifest, settings)
+    rec.compat.update(hardware_compat(recipe, rec.hardware, rec.load.kernel if rec.load else None))
+    if error is None:
+        rec.comparison = compare(base, rec, weights_size(base_path), weights_size(model_dir))
+        rec.gate = decide_gate(rec, rec.comparison, gate_threshold(variant, recipe, settings.gate), settings.gate)
+    _finish(rec, error)
+    save()
+    emit("model-end", {"model": variant, "status": rec.status.value, "state": manifest.state()})
+    return rec
+
+
+def validate_run(rundir: RunDir, settings: Settings, variants: list[str] | None = None, force: bool = False, *,
+                 on_event: EventFn | None = None) -> list[VariantValidateRecord]:
+    """Validate the base (once per run) and the selected variants (default: all); returns the variants' records.
+
+    Raises ModelError for a run dir without a base manifest or an unknown variant, EnvironmentMissingError when
+    the serve interpreter cannot run the chosen backend, StageError when the base itself fails (nothing can be
+    compared then). A failing variant is recorded (status failed, error with the log tail, hint) and the others
+    go on. The caller holds the run's lock (`bot validate` does), as for `quantize_run`."""
+    emit = on_event or (lambda _event, _data: None)
+    base_manifest = rundir.read_base()
+    if base_manifest is None:
+        raise ModelError(f"{rundir.root} has no base/manifest.json: not a run directory",
+                         hint="pass a run directory made by `bot quantize` (runs/<org>--<name>@<sha>)")
+    available = rundir.variants()
+    selected = list(dict.fromkeys(variants)) if variants else available
+    missing = [v for v in selected if v not in available]
+    if missing:
+        raise ModelError(f"no variant {', '.join(repr(m) for m in missing)} in {rundir.root}",
+                         hint=f"variants there: {', '.join(available) or 'none (run `bot quantize` first)'}")
+    plan = plan_for(settings)
+    emit("plan", {"backend": plan.backend, "device": plan.device, "tasks": plan.tasks, "limit": plan.limit,
+                  "models": [BASE, *selected]})
+    base = _validate_base(rundir, settings, plan, force, emit)
+    base_path = Path(base_manifest.base.path)
+    trust = base_manifest.base.trust_remote_code
+    return [_validate_variant(rundir, settings, plan, v, base, base_path, trust, force, emit) for v in selected]
