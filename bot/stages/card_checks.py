@@ -116,19 +116,18 @@ def check_checkpoint(model_dir: Path, base_dir: Path | None, license_files: list
     missing = [name for name in license_files if not (model_dir / name).is_file()]
     if missing:
         result.errors.append(f"the base's licence files are missing: {', '.join(missing)}")
-    base_ok = base_dir is not None and base_dir.is_dir()
+    base = base_dir if base_dir is not None and base_dir.is_dir() else None
     if not (model_dir / "generation_config.json").is_file():
-        if base_ok and (base_dir / "generation_config.json").is_file():
+        if base is not None and (base / "generation_config.json").is_file():
             result.errors.append("generation_config.json missing (the base has one)")
         else:
             result.notes.append("no generation_config.json (the base has none either): vLLM uses its defaults")
     template = chat_template(model_dir)
     result.has_chat_template = template is not None
-    if not base_ok:
+    if base is None:
         result.notes.append("base snapshot not available: chat template not compared with the base")
         return result
-    assert base_dir is not None
-    base_template = chat_template(base_dir)
+    base_template = chat_template(base)
     if base_template is None and template is None:
         result.notes.append("no chat template (the base has none either)")
         return result
@@ -139,7 +138,7 @@ def check_checkpoint(model_dir: Path, base_dir: Path | None, license_files: list
         result.notes.append("the checkpoint has a chat template but the base has none")
         return result
     ours, our_err = _render_or_error(template, special_tokens(model_dir))
-    theirs, their_err = _render_or_error(base_template, special_tokens(base_dir))
+    theirs, their_err = _render_or_error(base_template, special_tokens(base))
     if our_err or their_err:
         if our_err == their_err:
             result.notes.append(f"chat template does not render a two-turn conversation, same as the base ({our_err})")

@@ -49,7 +49,7 @@ def ratio(value: float) -> str:
     return f"{value:.2f}×"
 
 
-def gb(num_bytes: int) -> str:
+def gb(num_bytes: float) -> str:
     """Decimal gigabytes, as disk and GPU memory sizes are usually quoted."""
     return f"{num_bytes / 1e9:.2f} GB"
 

@@ -193,7 +193,7 @@ def _accuracy(run: RunData, variant: str, scrub: Scrubber) -> tuple[list[Accurac
     rows = []
     for task in dict.fromkeys([*ours, *theirs]):
         v, b = ours.get(task), theirs.get(task)
-        metric = (v or b).metric if (v or b) else ""
+        metric = v.metric if v is not None else b.metric if b is not None else ""
         base_cell = score(b.value, b.metric) if b else missing(accuracy_reason(bv, task), "Base")
         var_cell = score(v.value, v.metric) if v else missing(accuracy_reason(vv, task), "This variant")
         rec = comp.recovery.get(task) if comp else None

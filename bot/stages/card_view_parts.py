@@ -94,11 +94,13 @@ def speed_settings(vv: ValidateRecord | None) -> list[KeyValue]:
         return [KeyValue("Speed benchmark", "not run for this variant")]
     rows = [KeyValue("Measured on", speed.label)]
     if speed.batch1 is not None:
-        b = speed.batch1
-        rows.append(KeyValue("Batch 1", f"{b.input_len} input tokens, {b.output_len} output tokens, best of {b.runs} runs"))
+        one = speed.batch1
+        rows.append(KeyValue("Batch 1", f"{one.input_len} input tokens, {one.output_len} output tokens, "
+                                        f"best of {one.runs} runs"))
     if speed.batched is not None:
-        b = speed.batched
-        rows.append(KeyValue("Batched", f"{b.num_prompts} prompts of {b.input_len} input / {b.output_len} output tokens"))
+        many = speed.batched
+        rows.append(KeyValue("Batched", f"{many.num_prompts} prompts of {many.input_len} input / "
+                                        f"{many.output_len} output tokens"))
     rows += [KeyValue(code(str(k)), _value(v)) for k, v in speed.settings.items()]
     return rows
 

@@ -69,7 +69,7 @@ def draw_chart(run: RunData, current: str, path: Path) -> bool:
         y = p.recovery if p.recovery is not None else floor
         size = 60 + 160 * (p.speedup if p.speedup is not None else 1.0)
         missing = p.recovery is None or p.speedup is None
-        if missing:
+        if p.recovery is None or p.speedup is None:
             ax.scatter([p.size_gb], [y], s=size, facecolors="none", edgecolors="0.35", linewidths=1.6, zorder=3)
         else:
             ax.scatter([p.size_gb], [y], s=size, color=cmap(norm(p.speedup)), edgecolors="black",

@@ -250,3 +250,36 @@ def test_chart_marks_missing_recovery(gpu_run):
     render_card(rundir, "nvfp4", settings)
     assert (rundir.card_dir("nvfp4") / CHART_NAME).read_bytes().startswith(b"\x89PNG")
     assert f"]({CHART_NAME})" in readme(rundir, "nvfp4")
+
+
+def test_partial_runs_render_with_reasons(gpu_run):
+    """Base never validated, one variant only quantized, a local base, an empty recipe section: still a card, every
+    gap says why, every table is complete."""
+    rundir, settings = gpu_run
+    base = rundir.read_base()
+    base.validate_ = None
+    base.base.source, base.base.model_id = "local", "local/Llama-Demo-8B-Instruct"
+    rundir.write_base(base)
+    vm = rundir.read_variant("fp8-dynamic")
+    vm.validate_ = None
+    vm.quantize.recipe = {}
+    rundir.write_variant(vm)
+    render_card(rundir, "fp8-dynamic", settings)
+    text = readme(rundir, "fp8-dynamic")
+    card = ModelCard.load(rundir.card_dir("fp8-dynamic") / "README.md")
+    assert card.data.base_model is None and card.data.eval_results is None
+    assert "base_model_relation" not in card.data.to_dict()
+    assert "> ⚠️ **Not validated:** not validated." in text
+    tables = md_tables(text)
+    assert all(row["This variant"].startswith("not measured (not validated)") for row in tables["Measurement"][:5])
+    assert tables["Measurement"][5]["This variant"] == "9.08 GB"  # size on disk comes from quantize
+    assert "Sample generations: not measured (not validated)." in text
+    assert "FP8_DYNAMIC" in text  # the recipe came from the built-in file of the same id
+    render_card(rundir, "w4a16-gptq", settings)
+    tables = md_tables(readme(rundir, "w4a16-gptq"))
+    assert {row["Base"] for row in tables["Task"]} == {"not measured (not validated)"}
+    assert {row["Recovery"] for row in tables["Task"]} == {"98.73%", "99.24%", "96.88%"}  # the manifest's comparison
+    html = markdown.markdown(body(readme(rundir, "w4a16-gptq")), extensions=["tables"])
+    parser = _Tables()
+    parser.feed(html)
+    assert all(cell for t in parser.tables for row in t for cell in row)

@@ -1,0 +1,82 @@
+"""`bot publish [MODEL]`: the whole pipeline for one model, ending in Hub repos (or the local target).
+
+With no MODEL it runs the embedded default: the bundled SmolLM2-135M-Instruct, published to the local Hub
+target under the runs directory (open runs/_local_hub/index.html to see the repos and their cards)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from bot.cli._common import console, out, settings_from_cli, worker_progress
+from bot.errors import StageError
+
+
+def publish(
+    model: Optional[str] = typer.Argument(None, help="Hub id (org/name) or local directory; none: the bundled model."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision; pinned to its commit sha."),
+    recipe: Optional[List[str]] = typer.Option(None, "--recipe", "-r", help="Recipe id (repeat); default all six."),
+    recipes: Optional[str] = typer.Option(None, "--recipes", help="Comma-separated recipe ids (as the workflow passes)."),
+    force: bool = typer.Option(False, "--force", help="Publish variants that failed the gate; the card says why."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Run the stages, print the plan and cards, upload nothing."),
+    target: Optional[str] = typer.Option(None, "--target", help="hub or local (default: hub with HF_TOKEN, else local)."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Hub user or org to publish under."),
+    private: Optional[bool] = typer.Option(None, "--private/--public", help="Create private repos."),
+    templates: Optional[Path] = typer.Option(None, "--templates", help="Directory with your own card templates."),
+    watchlist: Optional[Path] = typer.Option(None, "--watchlist", help="Apply this watchlist's defaults and entry."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where run directories live (default: runs)."),
+    recipes_file: Optional[Path] = typer.Option(None, "--recipes-file", help="YAML with recipe overrides/additions."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Local JSONL calibration data."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Calibration samples."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Calibration sequence length."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated lm-eval tasks."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="lm-eval samples per task."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Validation backend: auto, vllm or hf."),
+    device: Optional[str] = typer.Option(None, "--device", help="Quantize on auto, cpu or cuda."),
+) -> None:
+    """Quantize, validate, render cards and publish MODEL's variants."""
+    from bot.stages.pipeline import publish_model
+
+    cli = dict(
+        runs_dir=runs_dir, recipes_file=recipes_file, calibration__file=calibration, calibration__samples=samples,
+        calibration__seq_len=seq_len, validate__tasks=tasks.split(",") if tasks else None, validate__limit=limit,
+        validate__backend=backend, device=device, hub_target=target, namespace=namespace, private=private,
+        templates_dir=templates,
+    )
+    demo = model is None
+    if demo:
+        from bot.stages.demo import demo_cli_defaults
+
+        cli = {**demo_cli_defaults(), **{k: v for k, v in cli.items() if v is not None}}
+    settings = settings_from_cli(watchlist, **cli)
+    if demo:
+        from bot.stages.demo import bundled_model
+
+        console.log("no model given: using the bundled SmolLM2-135M-Instruct (CPU-sized settings)")
+        model = str(bundled_model(settings))
+    elif watchlist is not None:
+        from bot.watchlist import load_watchlist, settings_for_entry
+
+        settings = settings_for_entry(settings, load_watchlist(watchlist).entry_for(model), model)
+    chosen = list(recipe or []) + [r.strip() for r in (recipes or "").split(",") if r.strip()]
+    with worker_progress("quantize", len(chosen) or 6) as on_q:
+        result = publish_model(model, revision, chosen or None, settings, force=force, dry_run=dry_run,
+                               on_event=lambda stage, data: console.log(f"{stage}: {data}"), quantize_events=on_q)
+    table = Table(title=f"{result.model_id}@{result.revision[:12]}" + (" (dry run)" if dry_run else ""))
+    for col in ("variant", "state", "repo", "commit", "note"):
+        table.add_column(col)
+    for v in result.variants:
+        note = v.reason[:90] if v.reason else ("no change: nothing committed" if v.changed is False else "")
+        table.add_row(v.variant, v.state, v.repo_id or "-", (v.commit or "-")[:12], note)
+    out.print(table)
+    if settings.resolved_hub_target == "local" and not dry_run:
+        console.log(f"local Hub target: {settings.local_hub_root() / 'index.html'}")
+    if not result.published and not dry_run:
+        raise StageError("publish", "no variant was published", hint="see the table above and `bot status`")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("publish")(publish)

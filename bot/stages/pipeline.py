@@ -1,0 +1,158 @@
+"""The whole job for one model: resolve -> quantize -> validate -> card -> publish (+ collection).
+
+Each stage reads the previous stage's manifests and skips what is already complete, so rerunning the same
+command after a crash resumes where it stopped. The run directory is locked for the duration (a lease that
+expires if its holder dies). The ledger mirrors each variant's state for `bot status` and the watcher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bot.config import Settings
+from bot.errors import BotError, GateRejected, StageError
+from bot.manifest import PublishRecord, Status
+from bot.recipes import load_recipes
+from bot.rundir import RunDir
+from bot.stages.model import resolve_model
+
+Event = Callable[[str, dict], None]
+
+
+@dataclass
+class VariantOutcome:
+    variant: str
+    state: str
+    repo_id: str | None = None
+    commit: str | None = None
+    changed: bool | None = None
+    reason: str = ""
+
+
+@dataclass
+class PipelineResult:
+    model_id: str
+    revision: str
+    run_dir: Path
+    variants: list[VariantOutcome] = field(default_factory=list)
+    collection: str | None = None
+    dry_run: bool = False
+
+    @property
+    def published(self) -> list[VariantOutcome]:
+        return [v for v in self.variants if v.state == "published"]
+
+
+def _noop(stage: str, data: dict) -> None:
+    return None
+
+
+def publish_model(
+    model: str,
+    revision: str | None,
+    recipes: list[str] | None,
+    settings: Settings,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    on_event: Event | None = None,
+    quantize_events: Callable[[dict], None] | None = None,
+) -> PipelineResult:
+    """Run every stage for `model` and publish the variants that pass the gate (all of them with `force`)."""
+    from bot.clients.hub import open_target
+    from bot.ledger import Ledger
+    from bot.stages.card import render_card, render_collection
+    from bot.stages.publish import publish_collection, publish_variant
+    from bot.stages.quantize import quantize_run
+    from bot.stages.validate import validate_run
+
+    emit = on_event or _noop
+    chosen = load_recipes(settings.recipes_file).select(recipes or settings.recipes)
+    rundir, base = resolve_model(model, revision, settings)
+    model_id, sha = base.base.model_id, base.base.revision
+    emit("resolved", {"model": model_id, "revision": sha, "run_dir": str(rundir.root)})
+    result = PipelineResult(model_id, sha, rundir.root, dry_run=dry_run)
+    ids = [r.id for r in chosen]
+    with Ledger.for_settings(settings) as ledger, rundir.lock(settings.lock_ttl_s, owner="publish"):
+        if not dry_run:
+            ledger.set_model(model_id, sha, "in-flight", "publishing", recipes=ids)
+        try:
+            emit("stage", {"stage": "quantize"})
+            quantize_run(rundir, base, chosen, settings, on_event=quantize_events)
+            _sync(ledger, rundir, model_id, sha, ids, dry_run)
+            done = [v for v in ids if _quantized(rundir, v)]
+            if done:
+                emit("stage", {"stage": "validate"})
+                validate_run(rundir, settings, variants=done)
+            _sync(ledger, rundir, model_id, sha, ids, dry_run)
+            emit("stage", {"stage": "card"})
+            cards = [v for v in done if _validated(rundir, v)]
+            for variant in cards:
+                render_card(rundir, variant, settings)
+            emit("stage", {"stage": "publish"})
+            with open_target(settings) as client:
+                for variant in ids:
+                    result.variants.append(_publish_one(rundir, variant, settings, client, force, dry_run, cards))
+                published = [v.variant for v in result.variants if v.state == "published"]
+                if published and not dry_run:
+                    render_collection(rundir, settings, published)
+                    outcome = publish_collection(rundir, settings, client, published)
+                    result.collection = getattr(outcome, "slug", None) if outcome else None
+        except BotError as exc:
+            if not dry_run:
+                ledger.set_model(model_id, sha, "failed", exc.one_line())
+            _sync(ledger, rundir, model_id, sha, ids, dry_run)
+            raise
+        _sync(ledger, rundir, model_id, sha, ids, dry_run)
+        if not dry_run:
+            states = [v.state for v in result.variants]
+            summary = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
+            ledger.set_model(model_id, sha, "published" if result.published else "failed", summary, recipes=ids)
+    return result
+
+
+def _quantized(rundir: RunDir, variant: str) -> bool:
+    m = rundir.read_variant(variant)
+    return bool(m and m.quantize.status == Status.done)
+
+
+def _validated(rundir: RunDir, variant: str) -> bool:
+    m = rundir.read_variant(variant)
+    return bool(m and m.validate_ and m.validate_.status == Status.done)
+
+
+def _publish_one(rundir: RunDir, variant: str, settings: Settings, client, force: bool, dry_run: bool,
+                 cards: list[str]) -> VariantOutcome:
+    from bot.stages.publish import publish_variant
+
+    manifest = rundir.read_variant(variant)
+    if manifest is None:
+        return VariantOutcome(variant, "failed", reason="no manifest")
+    if variant not in cards:
+        reason = next((r.error for r in (manifest.validate_, manifest.quantize) if r and r.error), "") or manifest.state()
+        return VariantOutcome(variant, manifest.state(), reason=reason)
+    try:
+        record: PublishRecord = publish_variant(rundir, variant, settings, client, force=force, dry_run=dry_run)
+    except GateRejected as exc:
+        return VariantOutcome(variant, "rejected", reason=exc.message)
+    except StageError as exc:
+        return VariantOutcome(variant, "failed", reason=exc.one_line())
+    state = "planned" if dry_run else ("published" if record.status == Status.done else "failed")
+    return VariantOutcome(variant, state, record.repo_id, record.commit, record.changed, record.error or "")
+
+
+def _sync(ledger, rundir: RunDir, model_id: str, sha: str, ids: list[str], dry_run: bool) -> None:
+    if dry_run:
+        return
+    for variant in ids:
+        m = rundir.read_variant(variant)
+        if m is None:
+            continue
+        state = m.state()
+        state = "queued" if state == "quantizing" else state
+        reason = next((r.error for r in (m.publish, m.validate_, m.quantize) if r and r.error), "") or ""
+        if state == "rejected" and m.validate_ and m.validate_.gate:
+            reason = "; ".join(m.validate_.gate.reasons)
+        ledger.set_variant(model_id, sha, variant, state, reason)
