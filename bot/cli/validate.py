@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from rich import box
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -45,29 +46,28 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
-def _summary(rundir: RunDir, records: list[tuple[str, VariantValidateRecord]]) -> Table:
-    table = Table(title=f"Validation of {rundir.run_id}")
-    for col in ("variant", "state", "loads", "generations", "mean recovery", "bs1 speedup", "batched speedup",
-                "size", "hardware", "note"):
-        table.add_column(col)
+def _summary(rundir: RunDir, records: list[tuple[str, VariantValidateRecord]]) -> tuple[Table, list[str]]:
+    """The table, and one line per variant that was rejected, failed or skipped (the reasons are long)."""
+    labels = sorted({rec.speed.label for _n, rec in records if rec.speed is not None})
+    title = f"Validation of {rundir.run_id}" + (f" (speed: {', '.join(labels)})" if labels else "")
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for col in ("variant", "state", "gen ok", "recovery", "bs1", "batched", "size", "hw"):
+        table.add_column(col, no_wrap=col in ("variant", "state"))
+    notes: list[str] = []
     for name, rec in records:
         manifest = rundir.read_variant(name)
         state = manifest.state() if manifest else rec.status.value
         comp, gate = rec.comparison, rec.gate
-        gens = f"{sum(g.ok for g in rec.generations)}/{len(rec.generations)} ok" if rec.generations else "-"
-        loads = "-" if rec.load is None else ("yes" if rec.load.ok else "no")
+        gens = f"{sum(g.ok for g in rec.generations)}/{len(rec.generations)}" if rec.generations else "-"
+        hw = str(rec.compat.get("status", "-")).replace("not-checked", "-")
+        table.add_row(name, state, gens, _pct(comp.mean_recovery if comp else None),
+                      _ratio(comp.speedup_batch1 if comp else None), _ratio(comp.speedup_batched if comp else None),
+                      _ratio(comp.size_ratio if comp else None), hw)
         if gate is not None and not gate.passed:
-            note = "; ".join(gate.reasons)
-        elif rec.status in (Status.failed, Status.skipped):
-            note = (rec.error or "").splitlines()[0] if rec.error else ""
-        else:
-            note = f"gate >= {gate.threshold:.1f}%" if gate and gate.threshold is not None else ""
-        label = f" ({rec.speed.label})" if rec.speed and rec.speed.label != "GPU" else ""
-        table.add_row(name, state, loads, gens, _pct(comp.mean_recovery if comp else None),
-                      _ratio(comp.speedup_batch1 if comp else None) + (label if comp and comp.speedup_batch1 else ""),
-                      _ratio(comp.speedup_batched if comp else None),
-                      _ratio(comp.size_ratio if comp else None), str(rec.compat.get("status", "-")), note[:120])
-    return table
+            notes.append(f"{name}: rejected (gate {gate.threshold:.1f}%): {'; '.join(gate.reasons)}")
+        elif rec.status in (Status.failed, Status.skipped) and rec.error:
+            notes.append(f"{name}: {rec.status.value}: {rec.error.splitlines()[0]}")
+    return table, notes
 
 
 def validate(
@@ -114,7 +114,10 @@ def validate(
             records = validate_run(rundir, settings, variant or None, force, on_event=on_event)
     names = variant or rundir.variants()
     pairs = list(zip(list(dict.fromkeys(names)), records))
-    out.print(_summary(rundir, pairs))
+    table, notes = _summary(rundir, pairs)
+    out.print(table)
+    for note in notes:
+        out.print(note, markup=False, highlight=False)
     failed = [name for name, rec in pairs if rec.status == Status.failed]
     if failed:
         raise StageError("validate", f"{len(failed)} variant(s) failed: {', '.join(failed)}",

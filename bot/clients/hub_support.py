@@ -176,12 +176,16 @@ def digest(path_in_repo: str, source: Path) -> LocalFile:
     return LocalFile(path_in_repo, source, size, sha256.hexdigest(), sha1.hexdigest())
 
 
+# Hidden folders that are content, not tooling: the Hub's evaluation-results files.
+UPLOADED_HIDDEN = frozenset({".eval_results"})
+
+
 def scan_folder(folder: Path) -> dict[str, Path]:
     """Files under `folder` by repo path; hidden files and folders (.cache, .git, ...) are left out."""
     out: dict[str, Path] = {}
     for path in sorted(Path(folder).rglob("*")):
         rel = path.relative_to(folder)
-        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+        if path.is_file() and not any(part.startswith(".") and part not in UPLOADED_HIDDEN for part in rel.parts):
             out[rel.as_posix()] = path
     return out
 

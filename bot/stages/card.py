@@ -2,7 +2,7 @@
 
     render_card(rundir, variant, settings) -> CardRecord
     render_cards(rundir, settings, variant=None) -> list[CardOutcome]
-    render_collection(rundir, settings) -> CollectionText
+    render_collection(rundir, settings, variants=None) -> CollectionText
 
 Everything lands in `rundir.card_dir(variant)`, which is exactly what is uploaded next to the model files:
 README.md, the chart PNG, `bot_manifest.json` (the manifests with local paths stripped, for machines) and
@@ -226,13 +226,14 @@ class CollectionText:
     notes: dict[str, str]  # repo id -> item note
 
 
-def render_collection(rundir: RunDir, settings: Settings, templates_dir: Path | None = None) -> CollectionText:
-    """The collection's title, description (from collection.md.j2, at most 150 characters) and item notes, for the
-    variants that passed the gate or were published."""
+def render_collection(rundir: RunDir, settings: Settings, variants: list[str] | None = None,
+                      templates_dir: Path | None = None) -> CollectionText:
+    """The collection's title, description (from collection.md.j2, at most 150 characters) and one note per item
+    (at most 500), for `variants` (default: those published, or that passed the gate or were forced)."""
     run = RunData.load(rundir, settings)
     items, notes = [], {}
     for vid, vm in run.variants.items():
-        if not run.will_publish(vid):
+        if (vid not in variants) if variants is not None else not run.will_publish(vid):
             continue
         recipe = run.recipes[vid]
         comp = vm.validate_.comparison if vm.validate_ else None

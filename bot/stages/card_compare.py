@@ -78,7 +78,10 @@ def _tested_text(recipe: RecipeFacts, vv: VariantValidateRecord, gpu: str, capab
     reason = state_reason(vv)
     if reason:
         return md_cell(f"❌ {gpu}: {scrub(one_line(reason))}")
-    how = "ran natively" if support_mode(recipe, capability) == "native" else "ran through the fallback"
+    status = vv.compat.get("status")  # the validate stage's verdict, when it recorded one
+    mode = status if status in ("native", "fallback", "unsupported") else support_mode(recipe, capability)
+    how = {"native": "ran natively", "fallback": "ran through the fallback",
+           "unsupported": "ran, below the recipe's minimum compute capability"}[mode]
     kernel = f" (kernel: {vv.load.kernel})" if vv.load is not None and vv.load.kernel else ""
     return md_cell(f"✅ {gpu}: loaded and {how}{kernel}")
 
@@ -202,19 +205,28 @@ def guidance(run: RunData) -> list[str]:
 
 
 def _hardware_guidance(recipes: dict[str, RecipeFacts]) -> list[str]:
-    """One line per GPU generation where the set of natively running variants changes."""
-    out: list[str] = []
-    previous: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    """One line per run of GPU generations on which the same variants run natively / through a fallback."""
+    groups: list[tuple[list[Generation], tuple[str, ...], tuple[str, ...]]] = []
     for gen in GENERATIONS:
         native = tuple(r.name for r in recipes.values() if support_mode(r, gen.capability) == "native")
         fallback = tuple(r.name for r in recipes.values() if support_mode(r, gen.capability) == "fallback")
-        if (native, fallback) == previous:
-            continue
-        previous = (native, fallback)
+        if groups and groups[-1][1:] == (native, fallback):
+            groups[-1][0].append(gen)
+        else:
+            groups.append(([gen], native, fallback))
+    out: list[str] = []
+    for i, (gens, native, fallback) in enumerate(groups):
         if not native and not fallback:
             continue
+        first, last = gens[0], gens[-1]
+        if i == len(groups) - 1 and len(gens) > 1:
+            where = f"{first.name} and newer ({first.capability}+)"
+        elif len(gens) > 1:
+            where = f"{first.name} to {last.name} ({first.capability}–{last.capability})"
+        else:
+            where = f"{first.name} ({first.capability}, e.g. {first.examples.split(',')[0]})"
         parts = [f"natively: {', '.join(native)}" if native else "none natively"]
         if fallback:
             parts.append(f"weight-only fallback: {', '.join(fallback)}")
-        out.append(f"**{gen.name} ({gen.capability}+, e.g. {gen.examples.split(',')[0]}):** " + "; ".join(parts) + ".")
+        out.append(f"**On {where}:** " + "; ".join(parts) + ".")
     return out

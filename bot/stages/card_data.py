@@ -20,6 +20,7 @@ from bot.rundir import RunDir
 from bot.secrets import redact
 from bot.stages.card_format import Scrubber
 from bot.stages.publish import repo_id_for
+from bot.stages.validate_compare import SPEED_LENGTH_KEYS
 
 HUB_URL = "https://huggingface.co"
 
@@ -160,48 +161,71 @@ def _redact_generations(gens: Any) -> Any:
 # ---------------------------------------------------------------- why a number is missing
 
 
+def first_line(text: str | None) -> str:
+    """Errors may carry a log tail; a card shows their first line."""
+    lines = (text or "").strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
 def state_reason(rec: ValidateRecord | None) -> str | None:
-    """Why nothing was measured for this model, or None when its validation ran."""
+    """Why this model's validation gave no (complete) result, or None when it ran to the end."""
     if rec is None:
         return "not validated"
+    if rec.load is not None and not rec.load.ok:
+        return f"did not load: {first_line(rec.load.error) or 'no error recorded'}"
     if rec.status == Status.failed:
-        return f"validation failed: {rec.error or 'no error recorded'}"
+        return f"validation failed: {first_line(rec.error) or 'no error recorded'}"
     if rec.status in (Status.pending, Status.running):
         return "validation did not finish"
     if rec.status == Status.skipped:
-        return f"validation skipped: {rec.error or rec.hint or 'no reason recorded'}"
-    if rec.load is not None and not rec.load.ok:
-        return f"did not load: {rec.load.error or 'no error recorded'}"
+        return f"validation skipped: {first_line(rec.error or rec.hint) or 'no reason recorded'}"
     return None
 
 
 def speed_reason(rec: ValidateRecord | None, part: str) -> str | None:
-    """`part`: "batch1", "batched" or "memory"."""
+    """Why a speed figure is missing (`part`: "batch1", "batched" or "memory"); None when it was measured.
+    What was measured counts even when a later step of the validation failed."""
+    if part == "memory":
+        if rec is not None and rec.load is not None and rec.load.ok and rec.load.memory_bytes is not None:
+            return None
+        return state_reason(rec) or "memory not recorded"
+    if rec is not None and rec.speed is not None and not rec.speed.error and getattr(rec.speed, part) is not None:
+        return None
     reason = state_reason(rec)
     if reason or rec is None:
         return reason
-    if part == "memory":
-        return None if rec.load is not None and rec.load.memory_bytes is not None else "memory not recorded"
     if rec.speed is None:
         gpu = rec.hardware is not None and rec.hardware.device == "cuda"
         return "speed not measured" if gpu else "no GPU in this run"
     if rec.speed.error:
-        return f"speed run failed: {rec.speed.error}"
-    if getattr(rec.speed, part) is None:
-        return "batch-1 run not recorded" if part == "batch1" else "batched run not recorded"
-    return None
+        return f"speed run failed: {first_line(rec.speed.error)}"
+    return "batch-1 run not recorded" if part == "batch1" else "batched run not recorded"
 
 
 def accuracy_reason(rec: ValidateRecord | None, task: str | None = None) -> str | None:
-    reason = state_reason(rec)
-    if reason or rec is None:
-        return reason
-    if rec.accuracy is None:
-        return "lm-eval not run"
-    if rec.accuracy.error:
-        return f"lm-eval failed: {rec.accuracy.error}"
-    if task is not None and all(t.task != task for t in rec.accuracy.tasks):
+    """Why accuracy (or one task's score) is missing; None when it was measured."""
+    acc = rec.accuracy if rec is not None else None
+    if acc is not None and not acc.error and acc.tasks:
+        if task is None or any(t.task == task for t in acc.tasks):
+            return None
         return "task not run"
+    if acc is not None and acc.error:
+        return f"lm-eval failed: {first_line(acc.error)}"
+    return state_reason(rec) or "lm-eval not run"
+
+
+def speed_comparable(base: ValidateRecord | None, variant: ValidateRecord | None) -> str | None:
+    """Why base and variant speeds cannot be compared (the validate stage's rule: same label, same hardware,
+    same benchmark lengths), or None when they can."""
+    if base is None or variant is None or base.speed is None or variant.speed is None:
+        return None
+    if base.speed.label != variant.speed.label:
+        return f"base on {base.speed.label}, variant on {variant.speed.label}"
+    bh, vh = base.hardware, variant.hardware
+    if bh is not None and vh is not None and (bh.device, bh.name, bh.count) != (vh.device, vh.name, vh.count):
+        return f"base measured on {bh.count}× {bh.name}, variant on {vh.count}× {vh.name}"
+    if any(base.speed.settings.get(k) != variant.speed.settings.get(k) for k in SPEED_LENGTH_KEYS):
+        return "different benchmark lengths"
     return None
 
 
@@ -210,5 +234,5 @@ def quantize_reason(vm: VariantManifest) -> str | None:
     if q.status == Status.done:
         return None
     if q.status == Status.failed:
-        return f"quantization failed: {q.error or 'no error recorded'}"
+        return f"quantization failed: {first_line(q.error) or 'no error recorded'}"
     return "not quantized yet"

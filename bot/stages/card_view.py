@@ -13,7 +13,9 @@ from typing import Any, Callable
 from bot import __version__
 from bot.manifest import BatchedSpeed, Batch1Speed, Status, TaskScore, ValidateRecord
 from bot.stages.card_compare import HardwareView, SiblingsView, hardware_view, siblings_view
-from bot.stages.card_data import RunData, accuracy_reason, quantize_reason, speed_reason, state_reason
+from bot.stages.card_data import (
+    RunData, accuracy_reason, quantize_reason, speed_comparable, speed_reason, state_reason,
+)
 from bot.stages.card_format import (
     NOT_MEASURED, Scrubber, brief, code, day, gb, html_text, md_cell, metric_name, ms, not_measured, one_line, pct, ratio, score,
     seconds, tok_s,
@@ -131,8 +133,9 @@ def _warnings(run: RunData, variant: str, scrub: Scrubber) -> list[str]:
     vv = run.variants[variant].validate_
     gate = vv.gate if vv else None
     if gate is None:
-        return [f"**Not validated:** {scrub(one_line(state_reason(vv) or 'the quality gate was not evaluated', 200))}. "
-                "The numbers below are incomplete."]
+        reason = state_reason(vv) or "the quality gate was not evaluated"
+        head = "**Not validated yet.**" if reason == "not validated" else f"**Not validated:** {scrub(one_line(reason, 200))}."
+        return [f"{head} The numbers below are incomplete."]
     if gate.passed:
         return []
     reasons = "; ".join(scrub(one_line(r, 200)) for r in gate.reasons) or "no reason recorded"
@@ -196,15 +199,15 @@ def _accuracy(run: RunData, variant: str, scrub: Scrubber) -> tuple[list[Accurac
         metric = v.metric if v is not None else b.metric if b is not None else ""
         base_cell = score(b.value, b.metric) if b else missing(accuracy_reason(bv, task), "Base")
         var_cell = score(v.value, v.metric) if v else missing(accuracy_reason(vv, task), "This variant")
-        rec = comp.recovery.get(task) if comp else None
-        if rec is None and v is not None and b is not None and b.value:
-            rec = 100 * v.value / b.value
+        rec = comp.recovery.get(task) if comp else None  # the validate stage's number, never recomputed here
         if rec is not None:
             rec_cell = pct(rec)
         elif v is None:
             rec_cell = missing(accuracy_reason(vv, task), "This variant")
-        else:
+        elif b is None:
             rec_cell = not_measured("base: " + brief(scrub(accuracy_reason(bv, task) or "missing")))
+        else:
+            rec_cell = not_measured("no comparison recorded" if comp is None else "not computable from these scores")
         err = " / ".join(NOT_MEASURED if t is None else score(t.stderr, t.metric) if t.stderr is not None
                          else "not reported" for t in (b, v))
         rows.append(AccuracyRow(code(task), md_cell(metric_name(metric)), md_cell(base_cell), md_cell(var_cell),
@@ -220,7 +223,8 @@ def _accuracy(run: RunData, variant: str, scrub: Scrubber) -> tuple[list[Accurac
         details.pop(f"This variant: {scrub(accuracy_reason(vv) or '')}", None)
     notes = [f"Not measured — {d}." for d in details]
     notes.append("Scores are percentages (accuracy or exact match); stderr is lm-eval's standard error (base / "
-                 "variant). Recovery is the variant's score divided by the base's.")
+                 "variant). Recovery is the variant's score divided by the base's (the inverse for lower-is-better "
+                 "metrics such as perplexity).")
     limit = vv.accuracy.limit if vv and vv.accuracy else None
     if limit is not None:
         notes.append(f"Each task ran on its first {limit} samples (lm-eval `--limit {limit}`): the scores compare "
@@ -232,7 +236,8 @@ def _accuracy(run: RunData, variant: str, scrub: Scrubber) -> tuple[list[Accurac
 
 
 def _speed_pairs(rec: ValidateRecord | None) -> tuple[Batch1Speed | None, BatchedSpeed | None, str]:
-    if rec is None or rec.speed is None or rec.speed.error or state_reason(rec):
+    """What was measured (even when a later validation step failed), and its label."""
+    if rec is None or rec.speed is None or rec.speed.error:
         return None, None, ""
     return rec.speed.batch1, rec.speed.batched, rec.speed.label
 
@@ -246,6 +251,7 @@ def _speed(run: RunData, variant: str, scrub: Scrubber) -> tuple[str, list[Speed
     vdev = "CPU" if vv and vv.hardware and vv.hardware.device != "cuda" else "GPU"
     bdev = "CPU" if bv and bv.hardware and bv.hardware.device != "cuda" else "GPU"
     details: dict[str, None] = {}
+    incomparable = speed_comparable(bv, vv)
 
     def cell(value: float | None, fmt: Callable[[float], str], label: str, reason: str | None, who: str) -> str:
         if value is not None:
@@ -270,26 +276,28 @@ def _speed(run: RunData, variant: str, scrub: Scrubber) -> tuple[str, list[Speed
         bval = get(bsrc) if bsrc is not None else None
         rows.append(SpeedRow(what, cell(bval, fmt, blabel, speed_reason(bv, part), "Base"),
                              cell(vval, fmt, vlabel, speed_reason(vv, part), "This variant"),
-                             _vs(vval, bval, vlabel, blabel, given)))
-    vmem = vv.load.memory_bytes if vv and vv.load and not state_reason(vv) else None
-    bmem = bv.load.memory_bytes if bv and bv.load and not state_reason(bv) else None
+                             _vs(vval, bval, incomparable, given)))
+    vmem = vv.load.memory_bytes if vv and vv.load and vv.load.ok else None
+    bmem = bv.load.memory_bytes if bv and bv.load and bv.load.ok else None
     rows.append(SpeedRow("Weights in GPU memory" if vdev == "GPU" else "Memory growth on load",
                          cell(bmem, gb, bdev, speed_reason(bv, "memory"), "Base"),
                          cell(vmem, gb, vdev, speed_reason(vv, "memory"), "This variant"),
-                         _vs(vmem, bmem, vdev, bdev)))
+                         _vs(vmem, bmem, incomparable if incomparable else (
+                             None if vdev == bdev else f"base on {bdev}, variant on {vdev}"))))
     size, bsize = vm.quantize.size_bytes, run.base.base.size_bytes
     rows.append(SpeedRow("Size on disk", cell(bsize, gb, "", "base size not recorded", "Base"),
                          cell(size, gb, "", quantize_reason(vm) or "size not recorded", "This variant"),
-                         _vs(size, bsize, "", "", comp.size_ratio if comp else None)))
+                         _vs(size, bsize, None)))
     notes = [f"Not measured — {d}." for d in details] + _speed_notes(vlabel, blabel)
     return _speed_heading(vv, bv, vlabel), rows, notes
 
 
-def _vs(v: float | None, b: float | None, vlabel: str, blabel: str, given: float | None = None) -> str:
+def _vs(v: float | None, b: float | None, incomparable: str | None, given: float | None = None) -> str:
+    """variant / base: the validate stage's ratio when it recorded one, else computed from the two numbers shown."""
     if v is None or b is None:
         return not_measured("needs both numbers")
-    if vlabel != blabel:
-        return f"not comparable (base on {blabel}, variant on {vlabel})"
+    if incomparable:
+        return md_cell(f"not comparable ({incomparable})")
     if given is not None:
         return ratio(given)
     return ratio(v / b) if b else not_measured("base is zero")

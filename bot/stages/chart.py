@@ -93,6 +93,8 @@ def draw_chart(run: RunData, current: str, path: Path) -> bool:
     xs = [p.size_gb for p in points]
     ax.set_xlim(0, max(xs) * 1.25)
     ax.set_ylim(floor - max(0.5, span * 0.1), max(100.0, max(measured) if measured else 100.0) + max(0.5, span * 0.15))
+    if any(p.recovery is None for p in points):  # no recovery ticks down where the unmeasured points sit
+        ax.set_yticks([t for t in ax.get_yticks() if t >= (floor + low) / 2 and t <= ax.get_ylim()[1]])
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", metadata={"Software": None})

