@@ -95,7 +95,11 @@ class Settings(_Strict):
     trust_remote_code: list[str] = Field(default_factory=list, description="models/authors allowed remote code")
     max_params_b: float | None = Field(default=None, gt=0, description="largest model (billions) the runner takes")
     license_deny: list[str] = Field(default_factory=list)
-    lock_ttl_s: int = 6 * 3600
+    lock_ttl_s: int = Field(default=6 * 3600, ge=1, description="a lock not renewed for this long is taken over")
+    hub_retries: int = Field(default=5, ge=1, description="tries per Hub request (429, 5xx, dropped), the first included")
+    hub_retry_base_s: float = Field(default=1.0, ge=0, description="first backoff delay; doubles per try, + jitter")
+    hub_retry_max_s: float = Field(default=30.0, ge=0, description="longest backoff delay")
+    hub_retry_after_max_s: float = Field(default=300.0, ge=0, description="longest Retry-After (429) honoured")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,13 +42,19 @@ def run_id_for(model_id: str, revision: str) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to a temp file beside `path` and rename it over `path`: readers see the old or the new
+    content, never a part. A failed write (disk full) leaves `path` as it was and removes the temp file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -132,49 +139,144 @@ class RunDir:
     # lock
     @contextmanager
     def lock(self, ttl_s: int = 6 * 3600, owner: str | None = None) -> Iterator[Path]:
-        """Exclusive lock for this run. A holder that died leaves a lease that expires after `ttl_s`,
-        or at once when the holder's pid is gone on this host."""
+        """Exclusive lock for this run. The holder renews its lease while it lives; a holder that died leaves a
+        lease that expires after `ttl_s`, or at once when the holder's pid is gone on this host."""
         with acquire_lock(self.root / ".lock", ttl_s=ttl_s, owner=owner) as path:
             yield path
 
 
-def _lock_is_stale(info: dict, ttl_s: int) -> bool:
-    if time.time() - float(info.get("acquired", 0)) > ttl_s:
+def _lock_is_stale(info: dict, ttl_s: float) -> bool:
+    """A lock is stale when its lease was not renewed for `ttl_s` seconds, or at once when its holder's pid is
+    gone on this host."""
+    renewed = info.get("renewed", info.get("acquired", 0))
+    try:
+        age = time.time() - float(renewed)
+    except (TypeError, ValueError):
+        return True
+    if age > ttl_s or (info.get("unreadable") and age > 5):
         return True
     if info.get("host") == socket.gethostname():
         try:
             os.kill(int(info.get("pid", -1)), 0)
         except ProcessLookupError:
             return True
-        except (PermissionError, ValueError):
+        except (PermissionError, ValueError, TypeError, OverflowError):
             return False
     return False
 
 
-@contextmanager
-def acquire_lock(path: Path, ttl_s: int, owner: str | None = None) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "acquired": time.time(), "owner": owner or ""}
-    for _attempt in range(2):
+def _read_lock(path: Path) -> tuple[bytes, dict] | None:
+    """(raw bytes, parsed info) of a lock file; None when there is none. Unreadable content (a bot that died
+    while writing it) is stale 5 s after the file's modification time."""
+    try:
+        raw = path.read_bytes()
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        info = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        info = None
+    return raw, info if isinstance(info, dict) else {"renewed": mtime, "unreadable": True}
+
+
+def _create_lock(path: Path, info: dict) -> bool:
+    """Create `path` holding `info`, atomically (content and all), unless it exists."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    tmp.write_text(json.dumps(info), encoding="utf-8")
+    try:
+        os.link(tmp, path)  # fails if `path` exists; never leaves an empty lock file behind
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _take_over(path: Path, seen: bytes) -> bool:
+    """Remove a stale lock, but only if it still holds exactly what was judged stale: when several bots find
+    the same stale lock, one removes it and the others then find the winner's live lock."""
+    guard = path.with_name(path.name + ".takeover")
+    try:
+        fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        try:  # a bot that died while taking over leaves its guard: old guards are cleared
+            if time.time() - guard.stat().st_mtime > 30:
+                guard.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return False
+    os.close(fd)
+    try:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+            current = path.read_bytes()
+        except FileNotFoundError:
+            return True
+        if current != seen:
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        guard.unlink(missing_ok=True)
+
+
+class _Lease(threading.Thread):
+    """Renews the lock's lease every `interval` seconds while the holder lives, so a long job is never taken
+    for a dead one; stops when the lock is no longer ours."""
+
+    def __init__(self, path: Path, info: dict, interval: float) -> None:
+        super().__init__(name="bot-lock-lease", daemon=True)
+        self.path, self.info, self.interval = path, dict(info), interval
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            held = _read_lock(self.path)
+            if held is None or held[1].get("token") != self.info["token"]:
+                return
+            self.info["renewed"] = time.time()
             try:
-                held = json.loads(path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                held = {"acquired": 0}
-            if _lock_is_stale(held, ttl_s):
-                path.unlink(missing_ok=True)
-                continue
+                atomic_write_text(self.path, json.dumps(self.info))
+            except OSError:
+                pass  # a full disk: the lease ages, and may be taken over after the TTL
+
+
+@contextmanager
+def acquire_lock(path: Path, ttl_s: float, owner: str | None = None) -> Iterator[Path]:
+    """Hold `path` exclusively. The lease is renewed while held (every ttl/3, at most every minute); a lock
+    whose lease is older than `ttl_s`, or whose holder's pid is gone on this host, is taken over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "acquired": now, "renewed": now,
+            "owner": owner or "", "ttl_s": ttl_s, "token": os.urandom(8).hex()}
+    for _attempt in range(20):
+        if _create_lock(path, info):
+            break
+        held = _read_lock(path)
+        if held is None:
+            continue  # released meanwhile
+        raw, current = held
+        if not _lock_is_stale(current, ttl_s):
+            since = current.get("acquired")
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(since))) if isinstance(
+                since, (int, float)) else "?"
             raise LockedError(
-                f"{path.parent.name} is being processed by pid {held.get('pid')} on {held.get('host')}",
-                hint=f"wait for it, or remove {path} if that process is gone",
+                f"{path.parent.name} is being processed by pid {current.get('pid')} on {current.get('host')} "
+                f"({current.get('owner') or 'bot'}, since {when})",
+                hint=f"wait for it; a lock whose holder died is taken over automatically (pid gone, or lease older "
+                     f"than lock_ttl_s={ttl_s:g}s)",
             ) from None
-        with os.fdopen(fd, "w") as fh:
-            json.dump(info, fh)
-        try:
-            yield path
-        finally:
+        if not _take_over(path, raw):
+            time.sleep(0.05)
+    else:
+        raise LockedError(f"could not take the lock {path}", hint="retry")
+    lease = _Lease(path, info, max(0.2, min(ttl_s / 3, 60.0)))
+    lease.start()
+    try:
+        yield path
+    finally:
+        lease.stop.set()
+        lease.join(timeout=5)
+        held = _read_lock(path)
+        if held is not None and held[1].get("token") == info["token"]:
             path.unlink(missing_ok=True)
-        return
-    raise LockedError(f"could not take the lock {path}", hint="retry")

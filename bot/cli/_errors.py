@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 import typer
@@ -11,15 +14,60 @@ from bot.errors import BotError
 from bot.secrets import redact
 
 
-def run_app(app: typer.Typer, argv: list[str], debug: bool = False) -> int:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the bot is, so it unwinds like Ctrl-C: worker process groups are ended, manifests
+    record the interruption and the run's lock is released."""
+
+
+_signalled: list[int] = []  # SIGTERM seen (typer reports any KeyboardInterrupt as a returned 130 only)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _signalled.append(signum)
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
     try:
-        app(args=argv, standalone_mode=False)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_app(app: typer.Typer, argv: list[str], debug: bool = False) -> int:
+    with _sigterm_unwinds():
+        return _run_app(app, argv, debug)
+
+
+def _interrupted() -> int:
+    if _signalled:
+        sys.stderr.write("terminated: rerun the same command to resume\n")
+        return 143
+    sys.stderr.write("interrupted: rerun the same command to resume\n")
+    return 130
+
+
+def _run_app(app: typer.Typer, argv: list[str], debug: bool = False) -> int:
+    _signalled.clear()
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+            # typer turns KeyboardInterrupt (Ctrl-C, and SIGTERM through Terminated) into a returned 130
+            return _interrupted() if rv == 130 else rv
     except BotError as exc:
         if debug:
             raise
         sys.stderr.write(f"error: {redact(exc.one_line())}\n")
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            return _interrupted()
         sys.stderr.write("aborted\n")
         return 130
     except click.ClickException as exc:
@@ -29,9 +77,8 @@ def run_app(app: typer.Typer, argv: list[str], debug: bool = False) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted: rerun the same command to resume\n")
-        return 130
+    except KeyboardInterrupt:  # Terminated included
+        return _interrupted()
     except Exception as exc:  # an unexpected bug: one line, and how to see more
         if debug:
             raise

@@ -75,7 +75,10 @@ def publish(
     if settings.resolved_hub_target == "local" and not dry_run:
         console.log(f"local Hub target: {settings.local_hub_root() / 'index.html'}")
     if not result.published and not dry_run:
-        raise StageError("publish", "no variant was published", hint="see the table above and `bot status`")
+        why = "; ".join(f"{v.variant} {v.state}" + (f": {v.reason.splitlines()[0][:160]}" if v.reason else "")
+                        for v in result.variants)
+        raise StageError("publish", f"no variant was published ({why})" if why else "no variant was published",
+                         hint="see the table above and `bot status`; rerun the same command to resume")
 
 
 def register(app: typer.Typer) -> None:

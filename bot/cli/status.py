@@ -74,10 +74,12 @@ def status(
     model: Optional[str] = typer.Option(None, "--model", help="Only this model (org/name)."),
     watchlist: Path = typer.Option(Path("watchlist.yaml"), "--watchlist", envvar="BOT_WATCHLIST",
                                    help="Read its `defaults:` (runs_dir) when the file exists."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where run directories and the ledger live."),
 ) -> None:
     """Show each model's per-variant state (ledger and run directories)."""
     defaults = load_watchlist(watchlist).defaults if watchlist.is_file() else None
-    settings = load_settings(watchlist_defaults=defaults, source=str(watchlist))
+    settings = load_settings(watchlist_defaults=defaults, cli={"runs_dir": runs_dir} if runs_dir else None,
+                             source=str(watchlist))
     rows = collect_status(settings, model)
     console = Console()
     if not rows:

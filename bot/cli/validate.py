@@ -22,6 +22,8 @@ from bot.stages.validate import validate_run
 def _parse_tasks(tasks: str | None) -> list[str] | None:
     if tasks is None:
         return None
+    if tasks.strip().lower() == "none":
+        return []  # measure load, generations and speed only; the card says accuracy was not measured
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise ConfigError("--tasks needs at least one task name", hint="e.g. --tasks bot_mc_facts,bot_wikitext_mini")
@@ -92,7 +94,7 @@ def validate(
                          hint="pass a directory made by `bot quantize`, e.g. runs/<org>--<name>@<sha>")
     records: list[VariantValidateRecord] = []
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
         bar = progress.add_task("validate: checking the serve environment", total=None)
 
         def on_event(event: str, data: dict[str, Any]) -> None:

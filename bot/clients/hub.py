@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from bot.config import Settings
 
 __all__ = ["CollectionOutcome", "HubClient", "PublishOutcome", "PublishPlan", "RetryPolicy", "hub_endpoint",
-           "make_hub_client", "open_target", "source_client"]
+           "make_hub_client", "open_target", "retry_policy", "source_client"]
 
 log = logging.getLogger("bot.hub")
 T = TypeVar("T")
@@ -55,7 +55,8 @@ NEVER_DOWNLOAD = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.gguf", "*.ck
 DEFAULT_DOWNLOAD = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer*", "*.model", "*.tiktoken",
                     "*.txt", "*.md", "*.jinja", "LICENSE*", "LICENCE*", "license*", "NOTICE*", "USE_POLICY*",
                     "COPYING*"]
-_HF_ERRORS = (HfHubHTTPError, httpx.HTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled)
+# ConnectionError: what hf_xet raises for a failed transfer (not an HfHubHTTPError); it becomes a HubError too.
+_HF_ERRORS = (HfHubHTTPError, httpx.HTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
 _NOTE_MAX = 500  # the Hub's limits for collection notes and descriptions
 _DESCRIPTION_MAX = 150
@@ -133,6 +134,17 @@ class HubClient:
 
     def repo_exists(self, repo_id: str) -> bool:
         return self._call("look up", lambda: self._api.repo_exists(repo_id), repo_id=repo_id)
+
+    def other_repo_type(self, repo_id: str) -> str | None:
+        """'dataset' or 'space' when `repo_id` names one of those rather than a model (one try each, no retries:
+        only the wording of an error depends on it)."""
+        for kind in ("dataset", "space"):
+            try:
+                if self._api.repo_exists(repo_id, repo_type=kind):
+                    return kind
+            except Exception:  # noqa: BLE001 - a failed probe only means the plainer message
+                continue
+        return None
 
     def can_read(self, repo_id: str, revision: str | None = None, filename: str = "config.json") -> bool:
         """Whether this token can download from the repo (False for a gated repo it was not granted)."""
@@ -328,9 +340,16 @@ def hub_endpoint(settings: "Settings") -> str:
     return (settings.hub_endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
+def retry_policy(settings: "Settings") -> RetryPolicy:
+    """The settings' bound on Hub retries (`hub_retries`, `hub_retry_base_s`, ...), with jitter."""
+    return RetryPolicy(attempts=settings.hub_retries, base_delay_s=settings.hub_retry_base_s,
+                       max_delay_s=settings.hub_retry_max_s, max_retry_after_s=settings.hub_retry_after_max_s)
+
+
 @contextmanager
-def open_target(settings: "Settings", retries: RetryPolicy = DEFAULT_RETRIES) -> Iterator[HubClient]:
+def open_target(settings: "Settings", retries: RetryPolicy | None = None) -> Iterator[HubClient]:
     """The publish target: the embedded local Hub under the runs directory, or the Hub with HF_TOKEN."""
+    retries = retries or retry_policy(settings)
     if settings.resolved_hub_target == "local":
         from bot.localhub import serve_local_hub
 
@@ -343,9 +362,9 @@ def open_target(settings: "Settings", retries: RetryPolicy = DEFAULT_RETRIES) ->
 
 
 @contextmanager
-def source_client(settings: "Settings", retries: RetryPolicy = DEFAULT_RETRIES) -> Iterator[HubClient]:
+def source_client(settings: "Settings", retries: RetryPolicy | None = None) -> Iterator[HubClient]:
     """Where base models come from: the Hub (or `hub_endpoint`), with HF_TOKEN when set."""
-    yield HubClient(hub_endpoint(settings), os.environ.get("HF_TOKEN") or None, retries)
+    yield HubClient(hub_endpoint(settings), os.environ.get("HF_TOKEN") or None, retries or retry_policy(settings))
 
 
 class _LocalCardsClient(HubClient):
@@ -362,9 +381,10 @@ class _LocalCardsClient(HubClient):
         return card_front_matter(readme.read_text(encoding="utf-8")) if readme.is_file() else None
 
 
-def make_hub_client(settings: "Settings", retries: RetryPolicy = DEFAULT_RETRIES) -> HubClient:
+def make_hub_client(settings: "Settings", retries: RetryPolicy | None = None) -> HubClient:
     """The watcher's client: sources from the Hub, published cards from wherever the publish target is."""
     token = os.environ.get("HF_TOKEN") or None
+    retries = retries or retry_policy(settings)
     if settings.resolved_hub_target == "local":
         return _LocalCardsClient(hub_endpoint(settings), token, retries, cards_root=settings.local_hub_root())
     return HubClient(hub_endpoint(settings), token, retries)

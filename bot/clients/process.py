@@ -93,6 +93,7 @@ def run_worker(
         proc = subprocess.Popen(
             [python, "-m", f"bot.workers.{module}", str(job_path)],
             stdout=subprocess.PIPE, stderr=log, text=True, env=worker_env(env), start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
         try:
             assert proc.stdout is not None
@@ -111,6 +112,28 @@ def run_worker(
             _kill_group(proc)
             raise
     return WorkerRun(proc.returncode, log_path, time.monotonic() - started)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """Linux: a `preexec_fn` that makes the worker receive SIGKILL when the bot process dies, however it dies
+    (SIGKILL included). The worker runs in its own session, so without this a killed bot would leave it running,
+    still writing into the run directory that the rerun is about to use."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, in the parent, not after fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the bot died between fork and prctl
+            os._exit(1)
+
+    return preexec
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -33,7 +33,7 @@ def _config(storage: HubStorage, repo_id: str, commit: Commit) -> dict[str, Any]
         return None
     if not isinstance(data, dict):
         return None
-    keep = ("architectures", "model_type", "quantization_config", "torch_dtype", "dtype")
+    keep = ("architectures", "model_type", "quantization_config", "torch_dtype", "dtype", "auto_map")
     return {k: data[k] for k in keep if k in data}
 
 

@@ -158,8 +158,11 @@ def _summary(run: RunData, variant: str, base_link: str) -> str:
         parts.append(recipe.summary)
     size, base_size = vm.quantize.size_bytes, b.size_bytes
     if size is not None and base_size:
-        parts.append(f"The checkpoint takes {gb(size)} on disk, {100 * (1 - size / base_size):.0f}% less than the "
-                     f"{gb(base_size)} {b.dtype or 'original'} base.")
+        change = 100 * (1 - size / base_size)
+        relation = f"{change:.0f}% less than" if change >= 0.5 else (
+            f"{-change:.0f}% more than" if change <= -0.5 else "about the same as")
+        parts.append(f"The checkpoint takes {gb(size)} on disk, {relation} the {gb(base_size)} "
+                     f"{b.dtype or 'original'} base.")
     elif size is not None:
         parts.append(f"The checkpoint takes {gb(size)} on disk (the base's size was not recorded).")
     else:

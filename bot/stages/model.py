@@ -13,12 +13,13 @@ from typing import Any
 import yaml
 
 from bot.config import Settings
-from bot.errors import ModelError
+from bot.errors import HubAuthError, HubError, ModelError
 from bot.manifest import BaseManifest, BaseModelRecord, Status, now_iso
 from bot.rundir import RunDir
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 LICENSE_FILES = re.compile(r"^(LICEN[CS]E|NOTICE|USE_POLICY|COPYING|ATTRIBUTION)([._-].*)?$", re.IGNORECASE)
+OTHER_REPO_TYPES = re.compile(r"^(?:https?://[^/]+/)?(datasets|spaces)/")
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 DOWNLOAD_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.jinja", "*.model", "*.txt",
                      "*.md", "*.tiktoken", "LICENSE*", "NOTICE*", "USE_POLICY*", "COPYING*", "merges.txt", "vocab.*"]
@@ -52,6 +53,20 @@ def check_config(config: dict[str, Any], model: str, settings: Settings) -> str:
         raise ModelError(f"{model} needs trust_remote_code (config.auto_map)", model=model,
                          hint="allow it for this model or author in watchlist.yaml (trust_remote_code) if you trust it")
     return arch
+
+
+def check_size(params: int | None, model: str, settings: Settings) -> None:
+    if params is not None and settings.max_params_b is not None and params > settings.max_params_b * 1e9:
+        raise ModelError(f"{model} has {params / 1e9:.3g}B parameters, over the runner's limit of "
+                         f"{settings.max_params_b:g}B (max_params_b)", model=model,
+                         hint="raise max_params_b or use a bigger runner")
+
+
+def check_license(license_id: Any, model: str, settings: Settings) -> None:
+    if license_id and str(license_id).lower() in {x.lower() for x in settings.license_deny}:
+        raise ModelError(f"{model} is licensed '{license_id}', which is on the deny-list (license_deny): "
+                         "nothing is published", model=model,
+                         hint="remove it from license_deny if publishing derivatives is allowed")
 
 
 def safetensors_params(paths: list[Path]) -> int:
@@ -111,14 +126,10 @@ def describe(path: Path, model_id: str, revision: str, source: str, settings: Se
     arch = check_config(config, model_id, settings)
     weights = sorted(path.glob("*.safetensors"))
     params = safetensors_params(weights)
-    if settings.max_params_b is not None and params > settings.max_params_b * 1e9:
-        raise ModelError(f"{model_id} has {params / 1e9:.1f}B parameters, over the runner's limit of "
-                         f"{settings.max_params_b}B", model=model_id, hint="raise max_params_b or use a bigger runner")
+    check_size(params, model_id, settings)
     card = read_front_matter(path / "README.md")
     license_id = card.get("license")
-    if license_id and str(license_id).lower() in {x.lower() for x in settings.license_deny}:
-        raise ModelError(f"{model_id} is licensed '{license_id}', which is on the deny-list", model=model_id,
-                         hint="remove it from license_deny if publishing derivatives is allowed")
+    check_license(license_id, model_id, settings)
     tok_cfg = path / "tokenizer_config.json"
     has_template = (path / "chat_template.jinja").is_file() or (
         tok_cfg.is_file() and "chat_template" in json.loads(tok_cfg.read_text(encoding="utf-8")))
@@ -151,32 +162,95 @@ def resolve_local(model: str, settings: Settings, run_dir: Path | None = None) -
     return rundir, manifest
 
 
+def _other_kind(model: str) -> str | None:
+    """'dataset' or 'space' for ids written the Hub's URL way (datasets/org/name, https://.../spaces/org/name)."""
+    match = OTHER_REPO_TYPES.match(model)
+    return {"datasets": "dataset", "spaces": "space"}[match.group(1)] if match else None
+
+
+def _model_info(model: str, revision: str | None, client):
+    """The Hub's model info; a 404 for the repo becomes a ModelError that says what the id is, if not a model."""
+    try:
+        return client.model_info(model, revision=revision)
+    except HubAuthError:
+        raise
+    except HubError as exc:
+        if exc.status != 404 or "revision not found" in exc.message:
+            raise
+        kind = client.other_repo_type(model)
+        if kind:
+            raise ModelError(f"{model} is a {kind} on {client.endpoint}, not a model repo", model=model,
+                             hint="bot quantizes model repos: pass a model id (org/name)") from None
+        raise ModelError(f"{model} is not a model repo on {client.endpoint} (HTTP 404)", model=model,
+                         hint="check the id (org/name); dataset and Space ids are not models, and a private model "
+                              "needs HF_TOKEN with read access") from None
+
+
+def precheck_hub(model: str, sha: str, info, settings: Settings, client) -> None:
+    """The checks `describe` makes, from the Hub's metadata and config.json alone, before any weight is
+    downloaded: remote code, architecture, licence deny-list, size budget."""
+    text = client.read_text(model, "config.json", revision=sha)
+    if text is None:
+        raise ModelError(f"{model} has no config.json", model=model, hint="point at a transformers model repo")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError:
+        raise ModelError(f"{model}: config.json is not valid JSON", model=model, hint="check the repo") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{model}: config.json is not a JSON object", model=model, hint="check the repo")
+    check_config(config, model, settings)
+    card = getattr(info, "card_data", None)
+    check_license(card.get("license") if card is not None else None, model, settings)
+    st = getattr(info, "safetensors", None)
+    check_size(int(st.total) if st is not None and st.total else None, model, settings)
+
+
 def resolve_hub(model: str, revision: str | None, settings: Settings, client,
                 run_dir: Path | None = None) -> tuple[RunDir, BaseManifest]:
-    """Pin the Hub model to its commit sha, download safetensors + tokenizer + licence files into the run dir."""
+    """Pin the Hub model to its commit sha, check it from its metadata, then download safetensors + tokenizer +
+    licence files into the run dir (under the run's lock: two bots never download into the same directory)."""
+    kind = _other_kind(model)
+    if kind:
+        raise ModelError(f"'{model}' is a {kind} id, not a model", model=model,
+                         hint="bot quantizes model repos: pass a model id (org/name)")
     if not REPO_ID.match(model):
         raise ModelError(f"'{model}' is not a Hub model id", model=model, hint="use org/name, e.g. allenai/Olmo-3-7B")
-    info = client.model_info(model, revision=revision)
+    info = _model_info(model, revision, client)
     sha = info.sha
     files = [s.rfilename for s in (info.siblings or [])]
     check_files(files, model)
     rundir = RunDir(run_dir) if run_dir else RunDir.for_model(settings.runs_dir, model, sha)
-    existing = rundir.read_base()
-    if existing and existing.base.status == Status.done and Path(existing.base.path).is_dir():
+
+    def finished() -> BaseManifest | None:
+        existing = rundir.read_base()
+        if existing and existing.base.status == Status.done and Path(existing.base.path).is_dir():
+            return existing
+        return None
+
+    existing = finished()
+    if existing:
         return rundir, existing
-    if getattr(info, "gated", False) and not client.can_read(model):
+    if getattr(info, "gated", False) and not client.can_read(model, sha):
         raise ModelError(f"{model} is gated and this token cannot read it", model=model,
-                         hint="accept the licence on the Hub with the bot's account, or drop it from the watchlist")
-    target = rundir.base_dir / "model"
-    rundir.write_base(BaseManifest(run_id=rundir.run_id, base=BaseModelRecord(
-        status=Status.running, started_at=now_iso(), source="hub", model_id=model, revision=sha)))
-    client.download(model, sha, target, DOWNLOAD_PATTERNS)
-    record = describe(target, model, sha, "hub", settings)
-    record.gated = bool(getattr(info, "gated", False))
-    if record.license is None and getattr(info, "card_data", None):
-        record.license = info.card_data.get("license")
-    manifest = BaseManifest(run_id=rundir.run_id, base=record)
-    rundir.write_base(manifest)
+                         hint="accept the licence on the Hub with the account that owns HF_TOKEN, or drop it from "
+                              "the watchlist")
+    precheck_hub(model, sha, info, settings, client)
+    with rundir.lock(settings.lock_ttl_s, owner="download"):
+        existing = finished()  # another bot may have finished it while we checked
+        if existing:
+            return rundir, existing
+        target = rundir.base_dir / "model"
+        started = now_iso()
+        rundir.write_base(BaseManifest(run_id=rundir.run_id, base=BaseModelRecord(
+            status=Status.running, started_at=started, source="hub", model_id=model, revision=sha)))
+        client.download(model, sha, target, DOWNLOAD_PATTERNS)
+        record = describe(target, model, sha, "hub", settings)
+        record.started_at = started
+        record.gated = bool(getattr(info, "gated", False))
+        if record.license is None and getattr(info, "card_data", None):
+            record.license = info.card_data.get("license")
+        manifest = BaseManifest(run_id=rundir.run_id, base=record)
+        rundir.write_base(manifest)
     return rundir, manifest
 
 

@@ -7,6 +7,7 @@ expires if its holder dies). The ledger mirrors each variant's state for `bot st
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,7 @@ from bot.errors import BotError, GateRejected, StageError
 from bot.manifest import PublishRecord, Status
 from bot.recipes import load_recipes
 from bot.rundir import RunDir
+from bot.secrets import redact
 from bot.stages.model import resolve_model
 
 Event = Callable[[str, dict], None]
@@ -96,7 +98,8 @@ def publish_model(
                 except StageError as exc:  # a failed checkpoint check stops that variant, not the run
                     emit("card-failed", {"variant": variant, "error": exc.one_line()})
             emit("stage", {"stage": "publish"})
-            with open_target(settings) as client:
+            # Nothing to upload (every variant failed, was rejected or has no card): no Hub traffic at all.
+            with (open_target(settings) if cards else nullcontext(None)) as client:
                 for variant in ids:
                     result.variants.append(_publish_one(rundir, variant, settings, client, force, dry_run, cards))
                 published = [v.variant for v in result.variants if v.state == "published"]
@@ -107,6 +110,16 @@ def publish_model(
         except BotError as exc:
             if not dry_run:
                 ledger.set_model(model_id, sha, "failed", exc.one_line())
+            _sync(ledger, rundir, model_id, sha, ids, dry_run)
+            raise
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (bot.cli): record it, release the lock, resume on rerun
+            if not dry_run:
+                ledger.set_model(model_id, sha, "failed", "interrupted: rerun the same command to resume")
+            _sync(ledger, rundir, model_id, sha, ids, dry_run)
+            raise
+        except Exception as exc:  # a bug or an unmapped library error: the ledger must not say in-flight forever
+            if not dry_run:
+                ledger.set_model(model_id, sha, "failed", redact(f"{type(exc).__name__}: {exc}")[:500])
             _sync(ledger, rundir, model_id, sha, ids, dry_run)
             raise
         _sync(ledger, rundir, model_id, sha, ids, dry_run)

@@ -51,6 +51,9 @@ class Plan:
     num_fewshot: int | None
     include_paths: list[str]
     env: ServeEnv
+    prompts: list[str]
+    max_new_tokens: int
+    speed: dict[str, Any]  # what the validate worker is asked for (capped on CPU)
 
 
 def plan_for(settings: Settings) -> Plan:
@@ -61,7 +64,11 @@ def plan_for(settings: Settings) -> Plan:
     if device == "cpu" and tasks == ValidateSettings().tasks:
         tasks = list(BUNDLED_TASKS)  # the GPU suite is hours on a CPU; CI and laptops get the bundled tasks
     includes = [str(BUNDLED_TASKS_DIR)] + ([str(Path(v.include_path).resolve())] if v.include_path else [])
-    return Plan(backend, device, speed_label(backend, device), tasks, v.limit, v.num_fewshot, includes, env)
+    speed = v.speed.model_dump()
+    if device == "cpu":
+        speed.update({k: min(int(speed[k]), cap) for k, cap in CPU_SPEED.items()})
+    return Plan(backend, device, speed_label(backend, device), tasks, v.limit, v.num_fewshot, includes, env,
+                list(v.prompts), v.max_new_tokens, speed)
 
 
 # ---------------------------------------------------------------- helpers
@@ -85,12 +92,13 @@ def recipe_for(manifest: VariantManifest, settings: Settings) -> Recipe | None:
 
 
 def choose_tp(size_bytes: int | None, env: ServeEnv, utilization: float, heads: int | None) -> int:
-    """Smallest power-of-two GPU count whose memory holds the weights with room left for the KV cache."""
+    """Smallest power-of-two GPU count where the weights take at most 55% of the memory vLLM may use per GPU
+    (the rest is KV cache and activations); the attention heads must split evenly."""
     gpu_mem = env.gpu_memory_bytes
     if not size_bytes or not gpu_mem or env.gpu_count <= 1:
         return 1
     tp = 1
-    while tp * 2 <= env.gpu_count and size_bytes * 1.2 / tp > gpu_mem * utilization * 0.6:
+    while tp * 2 <= env.gpu_count and size_bytes * 1.05 / tp > gpu_mem * utilization * 0.55:
         tp *= 2
     while heads and tp > 1 and heads % tp:
         tp //= 2
@@ -98,21 +106,28 @@ def choose_tp(size_bytes: int | None, env: ServeEnv, utilization: float, heads: 
 
 
 def _eval_matches(acc: AccuracyRecord | None, plan: Plan) -> bool:
+    if not plan.tasks:  # accuracy not requested (`--tasks none`): nothing to redo
+        return True
     return (acc is not None and acc.error is None and acc.backend == plan.backend and acc.limit == plan.limit
             and acc.num_fewshot == plan.num_fewshot and sorted(t.task for t in acc.tasks) == sorted(plan.tasks))
 
 
-def _runtime_matches(rec: ValidateRecord | None, plan: Plan, prompts: list[str]) -> bool:
+def _runtime_matches(rec: ValidateRecord | None, plan: Plan) -> bool:
+    """Load, generations and speed were measured as this plan would measure them."""
     return (rec is not None and rec.backend == plan.backend and rec.load is not None and rec.load.ok
             and rec.speed is not None and rec.speed.label == plan.label
-            and [g.prompt for g in rec.generations] == prompts)
+            and rec.speed.settings.get("requested") == plan.speed
+            and [g.prompt for g in rec.generations] == plan.prompts)
 
 
 def is_current(rec: ValidateRecord | None, plan: Plan) -> bool:
-    """Done with the same backend and the same evaluation: nothing to redo."""
+    """Done with the same backend and the same measurements: nothing to redo. A model that did not load stays
+    rejected until --force."""
     if rec is None or rec.status != Status.done or rec.backend != plan.backend:
         return False
-    return (rec.load is not None and not rec.load.ok) or _eval_matches(rec.accuracy, plan)
+    if rec.load is not None and not rec.load.ok:
+        return True
+    return _runtime_matches(rec, plan) and _eval_matches(rec.accuracy, plan)
 
 
 class WorkerFailed(Exception):
@@ -175,14 +190,10 @@ class ModelValidation:
         raise WorkerFailed(f"{module}: {what}\n--- log tail ({log_path}) ---\n{tail}", hint)
 
     def runtime(self, rec: ValidateRecord) -> None:
-        v = self.settings.validate
-        speed = v.speed.model_dump()
-        if self.plan.device == "cpu":
-            speed.update({k: min(int(speed[k]), cap) for k, cap in CPU_SPEED.items()})
         job = {"backend": self.plan.backend, "model_path": str(self.model_path), "device": self.plan.device,
-               "label": self.plan.label, "prompts": list(v.prompts), "max_new_tokens": v.max_new_tokens,
-               "speed": speed, "dtype": "auto", "tensor_parallel_size": self._tp(), "trust_remote_code": self.trust,
-               "seed": 0}
+               "label": self.plan.label, "prompts": self.plan.prompts, "max_new_tokens": self.plan.max_new_tokens,
+               "speed": self.plan.speed, "dtype": "auto", "tensor_parallel_size": self._tp(),
+               "trust_remote_code": self.trust, "seed": 0}
         self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend})"})
         res = self._call("validate_worker", "validate", job)
         load = dict(res.get("load") or {})
@@ -191,6 +202,8 @@ class ModelValidation:
         rec.versions.update(res.get("versions") or {})
         rec.generations = [Generation.model_validate(g) for g in res.get("generations") or []]
         rec.speed = SpeedRecord.model_validate(res["speed"]) if res.get("speed") else None
+        if rec.speed is not None:
+            rec.speed.settings["requested"] = dict(self.plan.speed)
         if load.get("kernels"):
             rec.compat["kernels"] = load["kernels"]
         rec.compat["chat_template_applied"] = res.get("chat_template_applied")
@@ -202,6 +215,7 @@ class ModelValidation:
                "limit": self.plan.limit, "num_fewshot": self.plan.num_fewshot, "batch_size": self._batch_size(),
                "device": self.plan.device, "dtype": "auto", "tensor_parallel_size": self._tp(),
                "gpu_memory_utilization": v.speed.gpu_memory_utilization, "max_model_len": max_len,
+               "enforce_eager": v.speed.enforce_eager,
                "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
         self.on_event("phase", {"model": self.name, "phase": f"lm-eval {','.join(self.plan.tasks)}"})
         acc = AccuracyRecord(limit=self.plan.limit, num_fewshot=self.plan.num_fewshot, backend=self.plan.backend)
@@ -221,10 +235,12 @@ class ModelValidation:
         if not self.model_path.is_dir():
             raise WorkerFailed(f"model directory missing: {self.model_path}",
                                "rerun `bot quantize` for it (or restore the base snapshot), then `bot validate`")
+        rec.accuracy = None  # always measured again (it never outlives a failed lm-eval run)
         if not reuse_runtime:
+            rec.load, rec.hardware, rec.generations, rec.speed, rec.compat = None, None, [], None, {}
             self.runtime(rec)
             self.save()
-        if rec.load is not None and rec.load.ok:
+        if rec.load is not None and rec.load.ok and self.plan.tasks:
             self.accuracy(rec)
 
 
@@ -260,7 +276,7 @@ def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, 
         emit("skip", {"model": BASE, "reason": f"validated {prev.validated_at} ({plan.backend})"})
         return prev
     rec = ValidateRecord() if force or prev is None else prev.model_copy(deep=True)
-    reuse = not force and _runtime_matches(prev, plan, list(settings.validate.prompts))
+    reuse = not force and _runtime_matches(prev, plan)
 
     def save() -> None:
         manifest.validate_ = rec
@@ -309,7 +325,7 @@ def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: s
         emit("skip", {"model": variant, "reason": f"validated {prev.validated_at} ({plan.backend})"})
         return prev
     rec = VariantValidateRecord() if force or prev is None else prev.model_copy(deep=True)
-    reuse = not force and _runtime_matches(prev, plan, list(settings.validate.prompts))
+    reuse = not force and _runtime_matches(prev, plan)
     rec.comparison = rec.gate = None
 
     def save() -> None:

@@ -36,7 +36,8 @@ def _kernel_note(model) -> str | None:
         return None
     method = getattr(qcfg, "quant_method", None) or (qcfg.get("quant_method") if isinstance(qcfg, dict) else None)
     method = getattr(method, "value", method)
-    return f"transformers {method or 'quantized'} checkpoint, decompressed to dense {str(model.dtype).replace('torch.', '')}"
+    dtype = str(model.dtype).replace("torch.", "")
+    return f"transformers {method or 'quantized'} checkpoint, decompressed to dense {dtype}"
 
 
 def load(job: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
@@ -64,7 +65,7 @@ def load(job: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
     else:
         rss1 = current_rss_bytes()
         memory = rss1 - rss0 if rss0 is not None and rss1 is not None else None
-    max_len = resolve_max_model_len(job.get("max_model_len"), read_config(path))
+    max_len = resolve_max_model_len((job.get("speed") or {}).get("max_model_len"), read_config(path))
     return {"ok": True, "backend": "hf", "load_time_s": seconds, "memory_bytes": memory, "max_model_len": max_len,
             "kernel": _kernel_note(model)}, model, tok
 

@@ -117,6 +117,8 @@ def model_args(job: dict[str, Any]) -> dict[str, Any]:
         if job.get("max_model_len"):
             args["max_model_len"] = int(job["max_model_len"])
         args["seed"] = int(job.get("seed", 1234))
+        if job.get("enforce_eager"):
+            args["enforce_eager"] = True
     return args
 
 

@@ -58,7 +58,7 @@ def describe_kernels(model: Any) -> dict[str, int]:
         if impl is None:
             continue
         name = type(impl).__name__
-        if "Unquantized" in name:
+        if "Unquantized" in name or name.endswith("KVCacheMethod"):  # attention's KV-cache hook, not a GEMM
             continue
         kernel = next((type(k).__name__ for k in (getattr(impl, a, None) for a in _KERNEL_ATTRS) if k is not None),
                       None)
@@ -103,7 +103,7 @@ def load(job: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         os.environ.setdefault(key, value)
     from vllm import LLM
 
-    max_len = resolve_max_model_len(job.get("speed", {}).get("max_model_len"), read_config(job["model_path"]))
+    max_len = resolve_max_model_len((job.get("speed") or {}).get("max_model_len"), read_config(job["model_path"]))
     watch = Stopwatch()
     try:
         llm = LLM(**engine_kwargs(job, max_len))

@@ -1,0 +1,164 @@
+"""`bot validate` on CPU through the real CLI: the tiny random Llama and two quantized variants (hf backend,
+bundled lm-eval tasks). Every manifest field, recovery from real lm-eval output, error paths, crash and resume."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import stat
+import sys
+
+import pytest
+
+from bot.manifest import Status, VariantManifest
+from bot.stages.validate import BUNDLED_TASKS
+from validate_helpers import copy_run, run_cli
+
+VARIANTS = ("fp8-dynamic", "w4a16-gptq")
+
+
+def _assert_measured(rec, *, quantized: bool) -> None:
+    assert rec.status == Status.done and rec.error is None, rec.error
+    assert rec.backend == "hf" and rec.started_at and rec.finished_at and rec.validated_at
+    assert rec.hardware.device == "cpu" and rec.hardware.name
+    assert {"python", "torch", "transformers", "lm_eval"} <= set(rec.versions)
+    load = rec.load
+    assert load.ok and load.backend == "hf" and load.load_time_s > 0 and load.max_model_len == 2048
+    assert load.memory_bytes and load.memory_bytes > 0
+    assert ("compressed-tensors" in (load.kernel or "")) == quantized
+    assert len(rec.generations) == 2 and all(g.output for g in rec.generations)
+    assert all(g.ok == (not g.problems) for g in rec.generations)
+    speed = rec.speed
+    assert speed.label == "CPU" and speed.error is None and speed.settings["batch1_output_len"] == 4
+    b1, bt = speed.batch1, speed.batched
+    assert (b1.input_len, b1.output_len, b1.runs) == (16, 4, 2)
+    assert b1.ttft_ms > 0 and b1.tpot_ms > 0 and b1.decode_tokens_per_s == pytest.approx(1000 / b1.tpot_ms, rel=1e-3)
+    assert (bt.num_prompts, bt.input_len, bt.output_len) == (2, 16, 4)
+    assert bt.output_tokens_per_s > 0 and bt.requests_per_s > 0 and bt.total_tokens_per_s > bt.output_tokens_per_s
+    acc = rec.accuracy
+    assert acc.error is None and acc.backend == "hf" and acc.limit == 20
+    assert acc.command.startswith("lm_eval --model hf") and "--tasks bot_mc_facts,bot_wikitext_mini" in acc.command
+    scores = {t.task: t for t in acc.tasks}
+    assert set(scores) == set(BUNDLED_TASKS)
+    mc, ppl = scores["bot_mc_facts"], scores["bot_wikitext_mini"]
+    assert mc.metric == "acc" and 0 <= mc.value <= 1 and mc.stderr > 0 and mc.samples == 20 and mc.higher_is_better
+    assert ppl.metric == "word_perplexity" and ppl.value > 1 and ppl.samples == 8 and ppl.higher_is_better is False
+
+
+def test_validate_fills_every_field(tiny_validated):
+    rundir, rc = tiny_validated
+    assert rc == 0
+    base = rundir.read_base().validate_
+    _assert_measured(base, quantized=False)
+    for variant in VARIANTS:
+        manifest = rundir.read_variant(variant)
+        rec = manifest.validate_
+        _assert_measured(rec, quantized=True)
+        assert rec.compat["status"] == "not-checked" and rec.compat["native_min_capability"]
+        assert rec.compat["chat_template_applied"] is True
+        # recovery from the real lm-eval numbers: accuracy variant/base, perplexity base/variant
+        b = {t.task: t.value for t in base.accuracy.tasks}
+        v = {t.task: t.value for t in rec.accuracy.tasks}
+        comp = rec.comparison
+        if b["bot_mc_facts"] > 0:
+            assert comp.recovery["bot_mc_facts"] == pytest.approx(v["bot_mc_facts"] / b["bot_mc_facts"] * 100, abs=0.01)
+        assert comp.recovery["bot_wikitext_mini"] == pytest.approx(
+            b["bot_wikitext_mini"] / v["bot_wikitext_mini"] * 100, abs=0.01)
+        assert comp.mean_recovery == pytest.approx(sum(comp.recovery.values()) / len(comp.recovery), abs=0.01)
+        assert comp.speedup_batch1 == pytest.approx(
+            rec.speed.batch1.decode_tokens_per_s / base.speed.batch1.decode_tokens_per_s, rel=1e-2)
+        assert comp.speedup_batched and 0 < comp.size_ratio < 1
+        gate = rec.gate
+        assert gate.threshold == {"fp8-dynamic": 98.0, "w4a16-gptq": 96.0}[variant]
+        assert gate.passed == (not gate.reasons)
+        assert manifest.state() == ("validated" if gate.passed else "rejected")
+    assert (rundir.logs_dir / "validate-base.log").is_file()
+    assert not (rundir.root / ".lock").exists()
+
+
+def test_rerun_skips_validated_models(tiny_validated, capsys):
+    rundir, _ = tiny_validated
+    before = {v: rundir.read_variant(v).validate_.finished_at for v in VARIANTS}
+    base_before = rundir.read_base().validate_.finished_at
+    assert run_cli(["validate", str(rundir.root), "--limit", "20"]) == 0
+    assert {v: rundir.read_variant(v).validate_.finished_at for v in VARIANTS} == before
+    assert rundir.read_base().validate_.finished_at == base_before
+    assert "skipped" in capsys.readouterr().err
+
+
+def test_missing_serve_environment(tiny_quantized, tmp_path, capsys):
+    bare = tmp_path / "python-without-site"  # the same interpreter with site-packages switched off
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+    bare.chmod(bare.stat().st_mode | stat.S_IEXEC)
+    rc = run_cli(["validate", str(tiny_quantized.root), "--serve-python", str(bare)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 4
+    assert len(err.splitlines()) == 1 and err.startswith("error: the serve environment")
+    assert "lm_eval" in err and "BOT_SERVE_PYTHON" in err
+    assert tiny_quantized.read_base().validate_ is None  # nothing was started
+
+
+def test_vllm_backend_without_vllm(tiny_quantized, capsys):
+    rc = run_cli(["validate", str(tiny_quantized.root), "--backend", "vllm"])
+    err = capsys.readouterr().err
+    assert rc == 4 and "cannot import vllm" in err and "BOT_SERVE_PYTHON" in err
+
+
+def test_unknown_variant_and_not_a_run_dir(tiny_quantized, tmp_path, capsys):
+    assert run_cli(["validate", str(tiny_quantized.root), "--variant", "w4a16-gtpq"]) == 3
+    err = capsys.readouterr().err
+    assert "no variant 'w4a16-gtpq'" in err and "fp8-dynamic, w4a16-gptq" in err
+    assert run_cli(["validate", str(tmp_path / "nowhere")]) == 3
+    assert "not a run directory" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_missing_model_dir_and_failed_quantize(tiny_validated, tmp_path, capsys):
+    rundir = copy_run(tiny_validated[0], tmp_path)
+    shutil.rmtree(rundir.model_dir("w4a16-gptq"))
+    manifest = rundir.read_variant("w4a16-gptq")
+    manifest.validate_ = None
+    rundir.write_variant(manifest)
+    broken = VariantManifest(run_id=rundir.run_id, variant="nvfp4")
+    broken.quantize.status, broken.quantize.error = Status.failed, "RuntimeError: out of memory"
+    rundir.write_variant(broken)
+    rc = run_cli(["validate", str(rundir.root), "--limit", "20", "-v", "w4a16-gptq", "-v", "nvfp4"])
+    captured = capsys.readouterr()
+    assert rc == 5 and "1 variant(s) failed: w4a16-gptq" in captured.err
+    rec = rundir.read_variant("w4a16-gptq").validate_
+    assert rec.status == Status.failed and "model directory missing" in rec.error and "bot quantize" in rec.hint
+    skipped = rundir.read_variant("nvfp4")
+    assert skipped.validate_.status == Status.skipped and "out of memory" in skipped.validate_.error
+    assert skipped.state() == "failed"
+    assert "nvfp4: skipped: quantize is failed" in captured.out
+
+
+def test_lmeval_crash_then_resume(tiny_validated, tmp_path, capsys):
+    rundir = copy_run(tiny_validated[0], tmp_path)
+    shutil.rmtree(rundir.variant_dir("w4a16-gptq"))  # one variant is enough here
+    log = rundir.logs_dir / "validate-base.log"
+    runtime_runs = log.read_text().count("=== validate_worker")
+    variants_before = {v: rundir.read_variant(v).model_dump_json() for v in VARIANTS[:1]}
+
+    rc = run_cli(["validate", str(rundir.root), "--limit", "20", "--tasks", "bot_mc_facts,no_such_task"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert rc == 5 and last.startswith("error: validate failed: base model: lmeval_worker:") and "no_such_task" in last
+    assert "(hint: see " in last and "resume" in last
+    base = rundir.read_base().validate_
+    assert base.status == Status.failed and "no_such_task" in base.error and "log tail" in base.error
+    assert str(log) in base.hint and "resume" in base.hint
+    assert base.load.ok and base.speed is not None  # what was measured is kept
+    assert base.accuracy.error and not base.accuracy.tasks
+    assert {v: rundir.read_variant(v).model_dump_json() for v in VARIANTS[:1]} == variants_before
+    assert not (rundir.root / ".lock").exists()
+
+    assert run_cli(["validate", str(rundir.root), "--limit", "20", "--tasks", "bot_mc_facts"]) == 0
+    base = rundir.read_base().validate_
+    assert base.status == Status.done and [t.task for t in base.accuracy.tasks] == ["bot_mc_facts"]
+    assert log.read_text().count("=== validate_worker") == runtime_runs  # load/speed reused, lm-eval rerun
+    for variant in VARIANTS[:1]:
+        rec = rundir.read_variant(variant).validate_
+        assert rec.status == Status.done and list(rec.comparison.recovery) in ([], ["bot_mc_facts"])
+        assert [t.task for t in rec.accuracy.tasks] == ["bot_mc_facts"]
+        assert math.isfinite(rec.accuracy.tasks[0].value)

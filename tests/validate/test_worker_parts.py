@@ -1,0 +1,291 @@
+"""The CPU-testable parts of the validation workers: generation checks, speed arithmetic, lengths, vLLM engine
+arguments and kernel description, lm-eval arguments and result parsing, local task folders, backend choice."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.clients.serve_env import ServeEnv, choose_backend, speed_label
+from bot.errors import EnvironmentMissingError
+from bot.stages.validate import BUNDLED_TASKS, BUNDLED_TASKS_DIR, choose_tp
+from bot.workers import lmeval_worker as lw
+from bot.workers import validate_common as vc
+from bot.workers import vllm_backend as vb
+
+# ---------------------------------------------------------------- generation checks
+
+
+def test_generation_problems():
+    assert vc.generation_problems("The capital of France is Paris, known for the Eiffel Tower.") == []
+    assert vc.generation_problems("   \n") == ["empty output"]
+    assert vc.generation_problems("caf\ufffd\ufffd ok")[0].startswith("2 U+FFFD")
+    loop = " ".join(["the cat sat on"] * 8)
+    problems = vc.generation_problems(loop)
+    assert any(p.startswith("repetitive") for p in problems)
+    same = vc.generation_problems("x", token_ids=[7] * 20)
+    assert "one token is 100% of the output" in same
+    assert vc.generation_problems("short", token_ids=[7] * 5) == []  # too short to judge repetition
+    assert vc.generation_problems("fine", nonfinite_logits=True) == ["NaN or inf in the logits"]
+
+
+def test_repetition_ratio():
+    assert vc.repetition_ratio(list(range(20))) == 0.0
+    assert vc.repetition_ratio([1, 2] * 10) == pytest.approx(1 - 2 / 17)
+    assert vc.repetition_ratio([1, 2, 3]) == 0.0
+
+
+def test_generation_record():
+    rec = vc.generation_record("p", "", [0, 0])
+    assert rec == {"prompt": "p", "output": "", "ok": False, "problems": ["empty output"], "num_tokens": 2}
+
+
+# ---------------------------------------------------------------- speed arithmetic
+
+
+def test_batch1_summary_medians():
+    out = vc.batch1_summary([0.020, 0.030, 0.025], [1.040, 1.050, 3.0], input_len=128, output_len=256)
+    # per run TPOT = (latency - TTFT) / 255: 4.0 ms, 4.0 ms, 11.667 ms -> median 4.0 ms
+    assert out["ttft_ms"] == 25.0 and out["tpot_ms"] == 4.0 and out["decode_tokens_per_s"] == 250.0
+    assert (out["input_len"], out["output_len"], out["runs"], out["latency_ms"]) == (128, 256, 3, 1050.0)
+    with pytest.raises(ValueError):
+        vc.batch1_summary([0.1], [], 1, 2)
+
+
+def test_batched_summary():
+    out = vc.batched_summary(256, 1024, 256, elapsed_s=32.0, output_tokens=65536)
+    assert out["output_tokens_per_s"] == 2048.0 and out["requests_per_s"] == 8.0
+    assert out["total_tokens_per_s"] == (256 * 1024 + 65536) / 32
+    with pytest.raises(ValueError):
+        vc.batched_summary(1, 1, 1, 0.0, 1)
+
+
+def test_lengths():
+    assert vc.model_max_len({"max_position_embeddings": 8192}) == 8192
+    assert vc.model_max_len({"text_config": {"max_position_embeddings": 4096}, "max_position_embeddings": 9}) == 4096
+    assert vc.resolve_max_model_len(4096, {"max_position_embeddings": 2048}) == 2048
+    assert vc.resolve_max_model_len(4096, {}) == 4096
+    assert vc.resolve_max_model_len(None, {"max_position_embeddings": 2048}) == 2048
+    assert vc.fit_lengths(4096, 1024, 256) == (1024, 256)
+    inp, out = vc.fit_lengths(512, 1024, 256)
+    assert inp + out + 8 <= 512 and out == 128
+
+
+def test_synthetic_prompts_deterministic_and_avoid_specials():
+    a = vc.synthetic_prompts(3, 50, 1000, seed=1, avoid={150, 151})
+    assert a == vc.synthetic_prompts(3, 50, 1000, seed=1, avoid={150, 151})
+    assert all(len(p) == 50 for p in a) and len({tuple(p) for p in a}) == 3
+    assert not {150, 151} & {t for p in a for t in p} and all(100 <= t < 1000 for p in a for t in p)
+
+
+# ---------------------------------------------------------------- vLLM
+
+
+JOB = {"model_path": "/m", "speed": {"gpu_memory_utilization": 0.85, "enforce_eager": False, "kv_cache_dtype": "auto"},
+       "tensor_parallel_size": 2, "trust_remote_code": False, "dtype": "auto", "seed": 0}
+
+
+def test_engine_kwargs():
+    kw = vb.engine_kwargs(JOB, 4096)
+    assert kw == {"model": "/m", "tokenizer": "/m", "trust_remote_code": False, "tensor_parallel_size": 2,
+                  "dtype": "auto", "gpu_memory_utilization": 0.85, "enforce_eager": False, "kv_cache_dtype": "auto",
+                  "seed": 0, "enable_prefix_caching": False, "disable_log_stats": True, "max_model_len": 4096}
+    minimal = vb.engine_kwargs({"model_path": "/m"}, None)
+    assert "max_model_len" not in minimal and minimal["tensor_parallel_size"] == 1
+    assert minimal["gpu_memory_utilization"] == 0.85 and minimal["kv_cache_dtype"] == "auto"
+    eager = vb.engine_kwargs({**JOB, "speed": {"enforce_eager": True, "kv_cache_dtype": "fp8"}}, 2048)
+    assert eager["enforce_eager"] is True and eager["kv_cache_dtype"] == "fp8"
+
+
+def test_engine_kwargs_match_vllm_signature():
+    """Every key is an `LLM(...)` parameter or an EngineArgs field in vLLM 0.26 (checked where vLLM exists)."""
+    vllm = pytest.importorskip("vllm")
+    import dataclasses
+    import inspect
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    known = set(inspect.signature(vllm.LLM.__init__).parameters) | {f.name for f in dataclasses.fields(EngineArgs)}
+    assert set(vb.engine_kwargs(JOB, 4096)) <= known
+
+
+def test_describe_kernels_and_summary():
+    class Kernel:
+        pass
+
+    class MacheteLinearKernel(Kernel):
+        pass
+
+    class CompressedTensorsWNA16:
+        def __init__(self):
+            self.kernel = MacheteLinearKernel()
+
+    class UnquantizedLinearMethod:
+        pass
+
+    class CompressedTensorsKVCacheMethod:
+        pass
+
+    class Layer:
+        def __init__(self, scheme=None, method=None):
+            self.scheme, self.quant_method = scheme, method
+
+    class Model:
+        def modules(self):
+            return [Layer(CompressedTensorsWNA16()), Layer(CompressedTensorsWNA16()),
+                    Layer(method=UnquantizedLinearMethod()), Layer(method=CompressedTensorsKVCacheMethod()),
+                    object()]
+
+    counts = vb.describe_kernels(Model())
+    assert counts == {"CompressedTensorsWNA16 -> MacheteLinearKernel": 2}
+    assert vb.kernel_summary(counts) == "CompressedTensorsWNA16 -> MacheteLinearKernel (x2)"
+    assert vb.kernel_summary({}) is None
+
+
+def test_weights_memory():
+    class Runner:
+        model_memory_usage = 5.5e9
+
+    class Worker:
+        model_runner = Runner()
+
+    assert vb.weights_memory(Worker()) == 5_500_000_000
+
+
+# ---------------------------------------------------------------- lm-eval
+
+
+LM_JOB = {"backend": "vllm", "model_path": "/m", "tasks": ["arc_challenge", "gsm8k"], "limit": 250,
+          "num_fewshot": None, "batch_size": "auto", "dtype": "auto", "tensor_parallel_size": 2,
+          "gpu_memory_utilization": 0.85, "max_model_len": 4096, "include_paths": ["/x/tasks"], "seed": 1234}
+
+
+def test_model_args():
+    assert lw.model_args(LM_JOB) == {"pretrained": "/m", "dtype": "auto", "tensor_parallel_size": 2,
+                                     "gpu_memory_utilization": 0.85, "max_model_len": 4096, "seed": 1234}
+    hf = lw.model_args({"backend": "hf", "model_path": "/m", "trust_remote_code": True})
+    assert hf == {"pretrained": "/m", "dtype": "auto", "trust_remote_code": True}
+
+
+def test_command_line():
+    cmd = lw.command_line(LM_JOB)
+    assert cmd.startswith("lm_eval --model vllm --model_args pretrained=/m,dtype=auto,tensor_parallel_size=2,")
+    assert "--tasks arc_challenge,gsm8k --limit 250 --batch_size auto --include_path /x/tasks" in cmd
+    assert "--num_fewshot" not in cmd and "--device" not in cmd
+    hf = lw.command_line({**LM_JOB, "backend": "hf", "num_fewshot": 5, "device": "cpu", "include_paths": []})
+    assert "--num_fewshot 5" in hf and "--device cpu" in hf
+
+
+def test_pick_metric():
+    mc = {"alias": "x", "acc,none": 0.5, "acc_stderr,none": 0.01, "acc_norm,none": 0.6, "acc_norm_stderr,none": 0.01}
+    assert lw.pick_metric("bot_mc_facts", mc) == "acc,none"
+    assert lw.pick_metric("arc_challenge", mc) == "acc_norm,none"
+    gsm = {"exact_match,strict-match": 0.4, "exact_match_stderr,strict-match": 0.01,
+           "exact_match,flexible-extract": 0.5}
+    assert lw.pick_metric("gsm8k", gsm) == "exact_match,strict-match"
+    ppl = {"word_perplexity,none": 9.0, "bits_per_byte,none": 0.6}
+    assert lw.pick_metric("wikitext", ppl) == "word_perplexity,none"
+    assert lw.pick_metric("t", {"alias": "t", "sample_len": 3}) is None
+
+
+def test_parse_results():
+    res = {
+        "results": {"bot_mc_facts": {"acc,none": 0.55, "acc_stderr,none": 0.08, "acc_norm,none": 0.6, "alias": "m"},
+                    "wiki": {"word_perplexity,none": math.nan, "word_perplexity_stderr,none": "N/A"}},
+        "groups": {"mmlu": {"acc,none": 0.7, "acc_stderr,none": 0.004}},
+        "group_subtasks": {"mmlu": ["mmlu_a", "mmlu_b"]},
+        "higher_is_better": {"bot_mc_facts": {"acc": True}, "wiki": {"word_perplexity": False}},
+        "n-samples": {"bot_mc_facts": {"original": 80, "effective": 40}, "mmlu_a": {"effective": 10},
+                      "mmlu_b": {"effective": 5}},
+    }
+    mc, wiki, mmlu = lw.parse_results(res, ["bot_mc_facts", "wiki", "mmlu"])
+    assert (mc["metric"], mc["value"], mc["stderr"]) == ("acc", 0.55, 0.08)
+    assert (mc["samples"], mc["higher_is_better"]) == (40, True)
+    assert wiki["metric"] == "word_perplexity" and math.isnan(wiki["value"]) and wiki["stderr"] is None
+    assert wiki["higher_is_better"] is False and wiki["samples"] is None
+    assert (mmlu["value"], mmlu["samples"], mmlu["higher_is_better"]) == (0.7, 15, True)
+    with pytest.raises(KeyError, match="no results for task 'missing'"):
+        lw.parse_results(res, ["missing"])
+
+
+def test_prepare_include_makes_data_files_absolute(tmp_path):
+    src = tmp_path / "tasks"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "data.jsonl").write_text('{"q": 1}\n')
+    (src / "sub" / "t.yaml").write_text(
+        "task: my_task\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: data.jsonl\n"
+        "process_results: !function utils.process\ntag: [my_tag]\n")
+    (src / "hub.yaml").write_text("task: hub_task\ndataset_path: org/name\n")
+    out, names = lw.prepare_include([str(src)], tmp_path / "out")
+    assert names == {"my_task", "my_tag", "hub_task"}
+    copied = Path(out[0]) / "sub" / "t.yaml"
+    text = copied.read_text()
+    assert "!function" in text and "utils.process" in text  # custom tags survive the rewrite
+    doc = yaml.load(text, Loader=lw._Loader)  # noqa: S506
+    assert doc["dataset_kwargs"]["data_files"]["test"] == str((src / "sub" / "data.jsonl").resolve())
+    assert (Path(out[0]) / "hub.yaml").read_text() == "task: hub_task\ndataset_path: org/name\n"
+    with pytest.raises(FileNotFoundError):
+        lw.prepare_include([str(tmp_path / "nope")], tmp_path / "out2")
+
+
+def test_bundled_tasks_data(tmp_path):
+    names = lw.prepare_include([str(BUNDLED_TASKS_DIR)], tmp_path)[1]
+    assert set(BUNDLED_TASKS) <= names
+    rows = [json.loads(line) for line in (BUNDLED_TASKS_DIR / "bot_mc_facts.jsonl").read_text().splitlines()]
+    assert 60 <= len(rows) <= 100 and len({r["question"] for r in rows}) == len(rows)
+    assert all(len(r["choices"]) == 4 and len(set(r["choices"])) == 4 and r["answer"] in range(4) for r in rows)
+    mc = yaml.safe_load((BUNDLED_TASKS_DIR / "bot_mc_facts.yaml").read_text())
+    assert mc["output_type"] == "multiple_choice" and mc["metric_list"][0]["metric"] == "acc"
+    ppl = yaml.safe_load((BUNDLED_TASKS_DIR / "bot_wikitext_mini.yaml").read_text())
+    assert ppl["output_type"] == "loglikelihood_rolling"
+    assert {m["metric"] for m in ppl["metric_list"]} >= {"word_perplexity"}
+
+
+# ---------------------------------------------------------------- backend choice
+
+
+def env(*mods: str, gpus: int = 0) -> ServeEnv:
+    gpu = {"name": "H100", "capability": "9.0", "memory_bytes": 80 * 2**30}
+    return ServeEnv("/py", {m: True for m in mods}, tuple([gpu] * gpus))
+
+
+FULL = ("vllm", "lm_eval", "transformers", "torch")
+
+
+@pytest.mark.parametrize("requested, e, device, want", [
+    ("auto", env(*FULL, gpus=1), "auto", ("vllm", "cuda")),
+    ("auto", env(*FULL, gpus=0), "auto", ("hf", "cpu")),
+    ("auto", env("lm_eval", "transformers", "torch", gpus=1), "auto", ("hf", "cuda")),
+    ("auto", env(*FULL, gpus=1), "cpu", ("hf", "cpu")),
+    ("hf", env(*FULL, gpus=1), "auto", ("hf", "cuda")),
+    ("vllm", env(*FULL, gpus=2), "auto", ("vllm", "cuda")),
+])
+def test_choose_backend(requested, e, device, want):
+    assert choose_backend(requested, e, device) == want
+
+
+@pytest.mark.parametrize("requested, e, device, missing", [
+    ("vllm", env("lm_eval", "transformers", "torch", gpus=1), "auto", "vllm"),
+    ("vllm", env(*FULL, gpus=0), "auto", "a CUDA GPU"),
+    ("auto", env("transformers", "torch"), "auto", "lm_eval"),
+    ("hf", env("lm_eval", "transformers", "torch"), "cuda", "a CUDA GPU"),
+])
+def test_choose_backend_missing(requested, e, device, missing):
+    with pytest.raises(EnvironmentMissingError) as info:
+        choose_backend(requested, e, device)
+    assert missing in info.value.one_line() and "BOT_SERVE_PYTHON" in info.value.one_line()
+
+
+def test_speed_label_and_tp():
+    assert speed_label("vllm", "cuda") == "GPU" and speed_label("hf", "cpu") == "CPU"
+    assert speed_label("hf", "cuda") == "GPU (transformers)"
+    gb = 2**30
+    assert choose_tp(16 * gb, env(*FULL, gpus=8), 0.85, 32) == 1
+    assert choose_tp(140 * gb, env(*FULL, gpus=8), 0.85, 64) == 4
+    assert choose_tp(140 * gb, env(*FULL, gpus=8), 0.85, 6) == 2  # heads must divide
+    assert choose_tp(500 * gb, env(*FULL, gpus=2), 0.85, 64) == 2
+    assert choose_tp(None, env(*FULL, gpus=8), 0.85, 64) == 1
