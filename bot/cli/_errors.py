@@ -1,9 +1,11 @@
-"""Turn errors into one line on stderr and an exit code; tracebacks only with BOT_DEBUG=1."""
+"""Turn errors into one line on stderr and an exit code; tracebacks only with BOT_DEBUG=1 (tokens masked there too).
+SIGTERM unwinds like Ctrl-C (exit 143): worker process groups end, the run's lock is released."""
 
 from __future__ import annotations
 
 import signal
 import sys
+import traceback
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -45,6 +47,12 @@ def run_app(app: typer.Typer, argv: list[str], debug: bool = False) -> int:
         return _run_app(app, argv, debug)
 
 
+def _traceback(exc: BaseException) -> None:
+    """BOT_DEBUG=1: the whole traceback, chained library errors included, with tokens masked (a server may echo
+    what it was sent)."""
+    sys.stderr.write(redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
+
+
 def _interrupted() -> int:
     if _signalled:
         sys.stderr.write("terminated: rerun the same command to resume\n")
@@ -62,7 +70,7 @@ def _run_app(app: typer.Typer, argv: list[str], debug: bool = False) -> int:
             return _interrupted() if rv == 130 else rv
     except BotError as exc:
         if debug:
-            raise
+            _traceback(exc)
         sys.stderr.write(f"error: {redact(exc.one_line())}\n")
         return exc.exit_code
     except click.exceptions.Abort as exc:
@@ -81,7 +89,8 @@ def _run_app(app: typer.Typer, argv: list[str], debug: bool = False) -> int:
         return _interrupted()
     except Exception as exc:  # an unexpected bug: one line, and how to see more
         if debug:
-            raise
+            _traceback(exc)
+            return 1
         sys.stderr.write(f"error: {redact(type(exc).__name__ + ': ' + str(exc))} (hint: rerun with BOT_DEBUG=1 for the traceback)\n")
         return 1
     return 0

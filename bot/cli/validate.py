@@ -101,8 +101,8 @@ def validate(
             model = data.get("model", "")
             if event == "plan":
                 progress.update(bar, total=len(data["models"]), description=f"validate ({data['backend']}, {data['device']})")
-                console.log(f"backend {data['backend']} on {data['device']}; tasks {', '.join(data['tasks'])}, "
-                            f"limit {data['limit']}")
+                tasks = ", ".join(data["tasks"]) or "none (accuracy not measured)"
+                console.log(f"backend {data['backend']} on {data['device']}; tasks {tasks}, limit {data['limit']}")
             elif event == "phase":
                 progress.update(bar, description=f"{model}: {data['phase']}")
             elif event == "skip":

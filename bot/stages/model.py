@@ -145,6 +145,17 @@ def describe(path: Path, model_id: str, revision: str, source: str, settings: Se
     )
 
 
+def recheck(record: BaseModelRecord, settings: Settings) -> None:
+    """The policy checks again, for a base resolved by an earlier run: today's settings (licence deny-list, size
+    budget, remote code allowed) decide, not those of the run that downloaded it."""
+    model = record.model_id
+    if record.trust_remote_code and not settings.allows_remote_code(model):
+        raise ModelError(f"{model} needs trust_remote_code (config.auto_map)", model=model,
+                         hint="allow it for this model or author in watchlist.yaml (trust_remote_code) if you trust it")
+    check_size(record.num_params, model, settings)
+    check_license(record.license, model, settings)
+
+
 def resolve_local(model: str, settings: Settings, run_dir: Path | None = None) -> tuple[RunDir, BaseManifest]:
     path = Path(model).expanduser()
     if not path.is_dir():
@@ -155,6 +166,7 @@ def resolve_local(model: str, settings: Settings, run_dir: Path | None = None) -
     rundir = RunDir(run_dir) if run_dir else RunDir.for_model(settings.runs_dir, model_id, revision)
     existing = rundir.read_base()
     if existing and existing.base.status == Status.done and existing.base.revision == revision:
+        recheck(existing.base, settings)
         return rundir, existing
     record = describe(path, model_id, revision, "local", settings)
     manifest = BaseManifest(run_id=rundir.run_id, base=record)
@@ -229,6 +241,7 @@ def resolve_hub(model: str, revision: str | None, settings: Settings, client,
 
     existing = finished()
     if existing:
+        recheck(existing.base, settings)
         return rundir, existing
     if getattr(info, "gated", False) and not client.can_read(model, sha):
         raise ModelError(f"{model} is gated and this token cannot read it", model=model,
@@ -238,6 +251,7 @@ def resolve_hub(model: str, revision: str | None, settings: Settings, client,
     with rundir.lock(settings.lock_ttl_s, owner="download"):
         existing = finished()  # another bot may have finished it while we checked
         if existing:
+            recheck(existing.base, settings)
             return rundir, existing
         target = rundir.base_dir / "model"
         started = now_iso()

@@ -10,6 +10,7 @@ resumes: finished models are skipped, and a model whose load/speed part finished
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ BUNDLED_TASKS = ["bot_mc_facts", "bot_wikitext_mini"]
 CPU_SPEED = {"batch1_input_len": 32, "batch1_output_len": 16, "batch1_runs": 2, "batched_input_len": 32,
              "batched_output_len": 16, "batched_num_prompts": 4}
 CPU_BATCH_SIZE = 8
+_PROGRESS = re.compile(r"\d+%\|.*\||it/s\]|s/it\]")
 BASE = "base"
 EventFn = Callable[[str, dict[str, Any]], None]
 
@@ -183,7 +185,7 @@ class ModelValidation:
         result = _read_json(result_path)
         if result.get("status") == "done":
             return result
-        tail = run.log_tail(20) if run else ""
+        tail = _useful_tail(run.log_tail(200)) if run else ""
         code = run.returncode if run else None
         killed = " (killed: out of memory?)" if code in (-9, 137) else ""
         what = result.get("error") or f"exited with code {code}{killed} and wrote no result"
@@ -242,6 +244,12 @@ class ModelValidation:
             self.save()
         if rec.load is not None and rec.load.ok and self.plan.tasks:
             self.accuracy(rec)
+
+
+def _useful_tail(text: str, lines: int = 20) -> str:
+    """The log's last lines without progress bars (tqdm redraws) and blank lines."""
+    keep = [ln for ln in text.splitlines() if ln.strip() and not _PROGRESS.search(ln)]
+    return "\n".join(keep[-lines:])
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -154,7 +154,9 @@ def decide_gate(record: ValidateRecord, comparison: Comparison | None, threshold
             reasons.append(f"{len(bad)}/{len(record.generations)} generations unusable: {'; '.join(bad[0].problems)}")
     if record.load is not None and record.load.ok:
         mean = comparison.mean_recovery if comparison else None
-        if mean is None:
+        if mean is None and record.accuracy is None:
+            reasons.append("accuracy not measured (no lm-eval tasks): recovery cannot be checked")
+        elif mean is None:
             reasons.append("mean recovery unavailable: no task score to compare with the base")
         elif mean < threshold:
             reasons.append(f"mean recovery {mean:.2f}% is below {threshold:.2f}%")

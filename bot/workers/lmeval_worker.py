@@ -226,6 +226,7 @@ def main(argv: list[str]) -> int:
     try:
         result = evaluate(job, tmp)
     except Exception as exc:  # noqa: BLE001 - the stage reads the failure from the result file
+        traceback.print_exc()  # into the log, whose tail the manifest quotes
         result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000],
                   "traceback": traceback.format_exc(limit=10)[-6000:]}
     result.update(command=command_line(job), versions=versions(), wall_time_s=watch.seconds())

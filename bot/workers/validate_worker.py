@@ -55,6 +55,7 @@ def main(argv: list[str]) -> int:
         result, mod, handle = run(job)
         result["status"] = "done"
     except Exception as exc:  # noqa: BLE001 - the stage reads the failure from the result file
+        traceback.print_exc()  # into the log, whose tail the manifest quotes
         result = {"status": "failed", "backend": job.get("backend"), "error": f"{type(exc).__name__}: {exc}"[:2000],
                   "traceback": traceback.format_exc(limit=10)[-6000:]}
     result["versions"] = versions()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -99,7 +100,21 @@ def _snapshot(world: World, what: str) -> dict[str, Any]:
         "cards": {v: (r / v / "card" / "README.md").is_file() for v in RECIPES},
         "model_dirs": {v: (r / v / "model" / "config.json").is_file() for v in RECIPES},
         "partial_dirs": {v: (r / v / "model.partial").exists() for v in RECIPES},
+        "ledger": _ledger(world.runs / "ledger.sqlite"),
     }
+
+
+def _ledger(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    con = sqlite3.connect(path)
+    try:
+        model = con.execute("SELECT state, reason FROM models WHERE model_id = ?", (BASE_REPO,)).fetchone()
+        variants = {v: (s, r) for v, s, r in con.execute(
+            "SELECT variant, state, reason FROM variants WHERE model_id = ?", (BASE_REPO,))}
+    finally:
+        con.close()
+    return {"model": tuple(model) if model else None, "variants": variants}
 
 
 def _kill_step(world: World, name: str, args: list[str], ready, sig: int, what: str,
@@ -206,6 +221,8 @@ def _resume_chain(w: World) -> None:
                             "before": before, "after": _snapshot(w, "6-final: after"), "stderr": proc.stderr,
                             "stdout": proc.stdout, "seconds": time.monotonic() - proc.started}
     w.obs.steps["chain"] = {"seconds": time.monotonic() - t0}
+    timings = {k: round(v.get("seconds", 0), 1) for k, v in w.obs.steps.items()}
+    (w.root / "chain-timings.json").write_text(json.dumps(timings))
 
 
 def _read(path: Path) -> str:

@@ -164,6 +164,10 @@ def test_gate_reasons():
     none = decide_gate(_variant([]), Comparison(), 96.0, GateSettings())
     assert none.reasons == ["no generation was checked",
                             "mean recovery unavailable: no task score to compare with the base"]
+    unmeasured = _variant()
+    unmeasured.accuracy = None  # `bot validate --tasks none`: never a silent pass
+    assert decide_gate(unmeasured, Comparison(), 96.0, GateSettings()).reasons == [
+        "accuracy not measured (no lm-eval tasks): recovery cannot be checked"]
     noload = decide_gate(_variant(ok=False), None, 96.0, GateSettings())
     assert noload.reasons == ["does not load: ValueError: no kernel for this GPU"]
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 THRESHOLD = 95.0
 ENV = {
     "BOT_VALIDATE__PROMPTS": '["What is the capital of France?"]',
-    "BOT_VALIDATE__MAX_NEW_TOKENS": "24",
+    "BOT_VALIDATE__MAX_NEW_TOKENS": "12",
     "BOT_GATE__MIN_RECOVERY": f"{{fp8-dynamic: {THRESHOLD}, fp8-broken: {THRESHOLD}}}",
 }
 

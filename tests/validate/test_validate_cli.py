@@ -162,3 +162,22 @@ def test_lmeval_crash_then_resume(tiny_validated, tmp_path, capsys):
         assert rec.status == Status.done and list(rec.comparison.recovery) in ([], ["bot_mc_facts"])
         assert [t.task for t in rec.accuracy.tasks] == ["bot_mc_facts"]
         assert math.isfinite(rec.accuracy.tasks[0].value)
+
+
+def test_worker_killed_without_result(tiny_validated, tmp_path, capsys):
+    """A worker that dies without writing its result (OOM kill, segfault): failed, with the exit code."""
+    rundir = copy_run(tiny_validated[0], tmp_path)
+    shutil.rmtree(rundir.variant_dir("w4a16-gptq"))
+    killer = tmp_path / "python-killed-in-lmeval"
+    killer.write_text("#!/bin/sh\n"
+                      "if [ \"$2\" = bot.workers.lmeval_worker ]; then echo 'about to die' >&2; kill -9 $$; fi\n"
+                      f"exec {sys.executable} \"$@\"\n")
+    killer.chmod(killer.stat().st_mode | stat.S_IEXEC)
+    rc = run_cli(["validate", str(rundir.root), "--limit", "20", "--tasks", "bot_mc_facts",
+                  "--serve-python", str(killer)])
+    assert rc == 5
+    base = rundir.read_base().validate_
+    assert base.status == Status.failed and base.load.ok
+    assert "exited with code -9 (killed: out of memory?) and wrote no result" in base.error
+    assert "about to die" in base.error  # the log tail
+    assert "error: validate failed: base model: lmeval_worker: exited with code -9" in capsys.readouterr().err
