@@ -19,11 +19,11 @@ import shutil
 import sys
 import time
 import traceback
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bot.workers.calibration import CalibrationCache
+from bot.workers.validate_common import versions as library_versions
 
 COPY_FROM_BASE = ("generation_config.json", "chat_template.jinja", "chat_template.json")
 _VERSIONED = ("torch", "transformers", "llmcompressor", "compressed-tensors", "auto-round", "datasets", "accelerate")
@@ -34,13 +34,7 @@ def emit(event: str, **fields: Any) -> None:
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return library_versions(_VERSIONED)
 
 
 def hardware(device: str) -> dict[str, Any]:
