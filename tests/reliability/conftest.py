@@ -32,6 +32,7 @@ from relhelpers import (  # noqa: E402
 
 from bot.localhub import LocalHub  # noqa: E402
 
+STAGE_TIMEOUT_S = 900  # generous: a shared 2-core machine may be running other suites meanwhile
 SLOW_LOOP = "{% for _ in range(1000000000) %}{% endfor %}"  # ~a minute of Jinja: the card stage, held open
 
 
@@ -121,7 +122,11 @@ def _kill_step(world: World, name: str, args: list[str], ready, sig: int, what: 
                workers: str | None = None) -> dict[str, Any]:
     """Start `bot publish`, wait until `ready()` says the stage is running, send `sig`, record everything."""
     proc = world.start(args, name)
-    wait_until(ready, proc=proc, timeout=180, what=what)
+    try:
+        wait_until(ready, proc=proc, timeout=STAGE_TIMEOUT_S, what=what)
+    except BaseException:
+        proc.kill()
+        raise
     at_kill = _snapshot(world, f"{name}: at the kill")
     pids = worker_pids(workers) if workers else []
     rc = proc.kill(sig)
@@ -148,8 +153,13 @@ def world(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         args = ["publish", BASE_REPO, *sum((["-r", v] for v in RECIPES), []), "--recipes-file", str(RECIPES_FILE),
                 *FAST_EVAL, "--runs-dir", str(root / "runs"), "--target", "hub"]
         w = World(root, hub, root / "runs", root / "logs", env, sha, args)
-        _resume_chain(w)
-        yield w
+        try:
+            _resume_chain(w)
+            yield w
+        finally:
+            for proc in w.procs:  # nothing of ours outlives the session, whatever failed
+                if proc.poll() is None:
+                    proc.kill()
     finally:
         hub.stop()
 
@@ -216,7 +226,7 @@ def _resume_chain(w: World) -> None:
 
     # 6. the same command again: it finishes.
     before = _snapshot(w, "6-final: before")
-    proc = w.run(w.args, "6-final")
+    proc = w.run(w.args, "6-final", timeout=STAGE_TIMEOUT_S)
     w.obs.steps["final"] = {"rc": proc.proc.returncode,
                             "before": before, "after": _snapshot(w, "6-final: after"), "stderr": proc.stderr,
                             "stdout": proc.stdout, "seconds": time.monotonic() - proc.started}

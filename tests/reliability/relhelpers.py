@@ -75,7 +75,7 @@ class BotProc:
     def poll(self) -> int | None:
         return self.proc.poll()
 
-    def wait(self, timeout: float = 300) -> int:
+    def wait(self, timeout: float = 600) -> int:
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -83,15 +83,17 @@ class BotProc:
             self.proc.wait()
             raise AssertionError(f"{self.name}: still running after {timeout}s\n{self.tail()}") from None
         finally:
-            self._out.flush()
-            self._err.flush()
+            for fh in (self._out, self._err):
+                if not fh.closed:
+                    fh.flush()
         self._out.close()
         self._err.close()
         return rc
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
-        self.proc.send_signal(sig)
-        return self.wait(60)
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(120)
 
     @property
     def stdout(self) -> str:
@@ -108,7 +110,7 @@ class BotProc:
         return "\n".join((self.stdout + self.stderr).splitlines()[-n:])
 
 
-def run_bot(args: list[str], env: dict[str, str], logs: Path, name: str, timeout: float = 300) -> BotProc:
+def run_bot(args: list[str], env: dict[str, str], logs: Path, name: str, timeout: float = 600) -> BotProc:
     proc = BotProc(args, env, logs, name)
     proc.wait(timeout)
     return proc

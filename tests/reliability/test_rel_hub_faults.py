@@ -99,7 +99,7 @@ def test_429_retry_after_is_honoured(world, faults, timed, tmp_path, monkeypatch
     assert [e.status for _, e in mine if e.method == "POST" and "/commit/" in e.path] == [429, 200]
     (i,) = [i for i, (_, e) in enumerate(mine) if e.status == 429]
     gap = mine[i + 1][0] - mine[i][0]  # from the 429 to the next request (the re-read of the head)
-    assert 2.0 <= gap < 3.0, f"waited {gap:.2f}s for Retry-After: 2 (the backoff alone would be ~0.01s)"
+    assert 2.0 <= gap < 3.5, f"waited {gap:.2f}s for Retry-After: 2 (the backoff alone would be ~0.01s)"
     assert len(world.hub.commits(repo_for(VARIANT, ns))) == 2
 
 
@@ -116,7 +116,7 @@ def test_5xx_are_retried_with_exponential_backoff_and_bounded_jitter(world, faul
     # The wait: from a failed commit's answer to the next request (the re-read of the repo's head).
     gaps = [mine[i + 1][0] - t for i, (t, e) in enumerate(mine) if "/commit/" in e.path and e.status != 200]
     for gap, delay in zip(gaps, (0.2, 0.4, 0.8), strict=True):  # base * 2^(n-1), plus up to 25 % jitter
-        assert delay <= gap <= delay * 1.25 + 0.5, gaps
+        assert delay <= gap <= delay * 1.25 + 0.75, gaps
     assert len(world.hub.commits(repo_for(VARIANT, ns))) == 2
 
 

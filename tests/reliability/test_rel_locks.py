@@ -53,14 +53,20 @@ def plant_lock(run, **info):
     (run / ".lock").write_text(json.dumps(data))
 
 
-def test_two_publishes_at_once_one_works_and_the_other_exits_8(world, copy, tmp_path):
+@pytest.mark.parametrize("left_behind", [False, True], ids=["no-lock", "stale-lock-of-a-dead-bot"])
+def test_two_publishes_at_once_one_works_and_the_other_exits_8(world, copy, tmp_path, left_behind):
+    """Both start together; with `left_behind`, both also find the lock of a bot that died: one takes it over."""
     runs, run = copy
+    if left_behind:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        plant_lock(run, pid=dead.pid, acquired=time.time(), renewed=time.time(), token="dead")
     # The winner's upload takes 3 s more, so it still holds the lock even if the other starts slower.
     world.hub.faults.before(lambda: time.sleep(3), path=rf"^/api/models/{repo_for(VARIANT, 'twice')}/commit/main$",
                             method="POST")
     procs = [BotProc(args_for(runs, "twice"), world.env, tmp_path / "logs", f"p{i}") for i in range(2)]
     world.procs.extend(procs)
-    rcs = [p.wait(180) for p in procs]
+    rcs = [p.wait(600) for p in procs]
     assert sorted(rcs) == [0, 8], [p.tail() for p in procs]
     winner, loser = (procs[0], procs[1]) if rcs[0] == 0 else (procs[1], procs[0])
     (line,) = loser.error_lines()
@@ -108,7 +114,7 @@ def test_a_live_holder_renews_its_lease_beyond_the_ttl(world, copy, hold_commit,
     holder = BotProc(args_for(runs, "renewed"), env, tmp_path / "logs", "holder")
     world.procs.append(holder)
     try:
-        wait_until(ev["entered"].is_set, proc=holder, timeout=120, what="the holder's upload")
+        wait_until(ev["entered"].is_set, proc=holder, timeout=600, what="the holder's upload")
         first = read_json(run / ".lock")
         time.sleep(4.5)  # more than twice the TTL
         later = read_json(run / ".lock")
@@ -119,6 +125,32 @@ def test_a_live_holder_renews_its_lease_beyond_the_ttl(world, copy, hold_commit,
         assert f"pid {holder.pid}" in err
     finally:
         ev["release"].set()
-    assert holder.wait(120) == 0, holder.tail()
+    assert holder.wait(600) == 0, holder.tail()
     assert not (run / ".lock").exists()
     assert os.path.exists(run / VARIANT / "manifest.json")
+
+
+def test_takeover_removes_only_the_lock_it_judged_stale(tmp_path):
+    from bot.rundir import _take_over
+
+    path = tmp_path / ".lock"
+    path.write_text(json.dumps({"pid": 1, "token": "dead"}))
+    seen = path.read_bytes()
+    path.write_text(json.dumps({"pid": 2, "token": "new holder"}))  # another bot took it over meanwhile
+    assert _take_over(path, seen) is False and json.loads(path.read_text())["token"] == "new holder"
+    assert _take_over(path, path.read_bytes()) is True and not path.exists()
+    assert not (tmp_path / ".lock.takeover").exists()
+
+
+def test_release_leaves_a_lock_that_is_no_longer_ours(tmp_path):
+    from bot.rundir import acquire_lock
+
+    path = tmp_path / ".lock"
+    with acquire_lock(path, ttl_s=60, owner="test"):
+        mine = json.loads(path.read_text())
+        assert mine["pid"] == os.getpid() and mine["owner"] == "test"
+        path.write_text(json.dumps({**mine, "token": "someone else"}))  # taken over (e.g. after a long stall)
+    assert json.loads(path.read_text())["token"] == "someone else"
+    with acquire_lock(tmp_path / ".lock2", ttl_s=60):
+        pass
+    assert not (tmp_path / ".lock2").exists()

@@ -51,7 +51,7 @@ def test_no_token_in_anything_written_or_printed(world, echo_fault, tmp_path, mo
     for name, extra in (("plain", {}), ("verbose", {"BOT_DEBUG": "1", "HF_DEBUG": "1"})):
         proc = BotProc(args, {**world.env, "BOT_HUB_RETRIES": "2", **extra}, tmp_path / "logs", name)
         procs.append(proc)
-        assert proc.wait(180) == 6, proc.tail()
+        assert proc.wait(600) == 6, proc.tail()
     # The error path was taken, with the echo in it, and the token really was sent (the local Hub maps it).
     verbose = procs[1].stderr
     assert "Traceback (most recent call last)" in verbose and "authorization: <TOKEN>" in verbose
