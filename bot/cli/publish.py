@@ -72,6 +72,15 @@ def publish(
         note = v.reason[:90] if v.reason else ("no change: nothing committed" if v.changed is False else "")
         table.add_row(v.variant, v.state, v.repo_id or "-", (v.commit or "-")[:12], note)
     out.print(table)
+    if dry_run:
+        from bot.rundir import RunDir
+
+        rundir = RunDir(result.run_dir)
+        for v in result.variants:
+            readme = rundir.card_dir(v.variant) / "README.md"
+            if v.state == "planned" and readme.is_file():
+                out.rule(f"card for {v.repo_id} (not uploaded)")
+                out.print(readme.read_text(encoding="utf-8"), markup=False, highlight=False)
     if settings.resolved_hub_target == "local" and not dry_run:
         console.log(f"local Hub target: {settings.local_hub_root() / 'index.html'}")
     if not result.published and not dry_run:
