@@ -10,7 +10,7 @@ from pathlib import Path
 import markdown
 import pytest
 from cardfakes import BASE_SCORES, BASE_SPEED, VARIANTS
-from conftest import decimals, md_tables, number
+from card_tables import decimals, md_tables, number
 from huggingface_hub import ModelCard
 
 from bot.manifest import Status
