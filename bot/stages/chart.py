@@ -35,6 +35,10 @@ def chart_points(run: RunData, current: str) -> tuple[list[Point], str]:
     comps = {vid: vm.validate_.comparison for vid, vm in run.variants.items() if vm.validate_ and vm.validate_.comparison}
     batched = any(c.speedup_batched is not None for c in comps.values())
     kind = "batched throughput" if batched else "batch-1 decode"
+    labels = {vm.validate_.speed.label for vm in run.variants.values()
+              if vm.validate_ and vm.validate_.speed and vm.validate_.speed.label}
+    if labels and labels != {"GPU"}:
+        kind += ", measured on " + "/".join(sorted(labels))  # CPU speed is never presented as GPU speed
     points: list[Point] = []
     base_size = run.base.base.size_bytes
     if base_size is not None:
