@@ -56,6 +56,9 @@ class ValidateSettings(_Strict):
     batch_size: int | str = "auto"
     speed: SpeedSettings = SpeedSettings()
     tensor_parallel_size: int | None = Field(default=None, ge=1, description="None: chosen from model size and GPUs")
+    tensor_parallel_reserve_gib: float = Field(
+        default=2.0, ge=0, description="per GPU, besides the weights' share and one full sequence's KV cache: "
+                                       "activations, CUDA graphs, NCCL buffers (bot/stages/parallel.py)")
     prompts: list[str] = Field(
         default_factory=lambda: [
             "Explain in two sentences why the sky is blue.",

@@ -28,7 +28,9 @@ from bot.manifest import (
 )
 from bot.recipes import Recipe, load_recipes
 from bot.rundir import RunDir
+from bot.stages.parallel import GIB, ModelShape, TPChoice, choose_tp, kv_dtype_bytes
 from bot.stages.validate_compare import compare, decide_gate, gate_threshold, hardware_compat
+from bot.workers.validate_common import resolve_max_model_len
 
 BUNDLED_TASKS_DIR = Path(__file__).resolve().parent.parent / "data" / "tasks"
 BUNDLED_TASKS = ["bot_mc_facts", "bot_wikitext_mini"]
@@ -93,20 +95,6 @@ def recipe_for(manifest: VariantManifest, settings: Settings) -> Recipe | None:
         return None
 
 
-def choose_tp(size_bytes: int | None, env: ServeEnv, utilization: float, heads: int | None) -> int:
-    """Smallest power-of-two GPU count where the weights take at most 55% of the memory vLLM may use per GPU
-    (the rest is KV cache and activations); the attention heads must split evenly."""
-    gpu_mem = env.gpu_memory_bytes
-    if not size_bytes or not gpu_mem or env.gpu_count <= 1:
-        return 1
-    tp = 1
-    while tp * 2 <= env.gpu_count and size_bytes * 1.05 / tp > gpu_mem * utilization * 0.55:
-        tp *= 2
-    while heads and tp > 1 and heads % tp:
-        tp //= 2
-    return tp
-
-
 def _eval_matches(acc: AccuracyRecord | None, plan: Plan) -> bool:
     if not plan.tasks:  # accuracy not requested (`--tasks none`): nothing to redo
         return True
@@ -148,21 +136,35 @@ class ModelValidation:
                  save: Callable[[], None], on_event: EventFn, trust_remote_code: bool = False) -> None:
         self.rundir, self.settings, self.plan, self.name = rundir, settings, plan, name
         self.model_path, self.save, self.on_event, self.trust = model_path, save, on_event, trust_remote_code
+        self._tp_choice: TPChoice | None = None
 
     def _paths(self, kind: str) -> tuple[Path, Path, Path]:
         jobs = self.rundir.root / "jobs"
         return (jobs / f"{kind}-{self.name}.json", jobs / f"{kind}-{self.name}.result.json",
                 self.rundir.logs_dir / f"validate-{self.name}.log")
 
-    def _tp(self) -> int:
+    def tensor_parallel(self) -> TPChoice:
+        """The GPUs this model is split over (computed once per model). Raises WorkerFailed, with the hint,
+        when it fits on none of the sizes the GPUs seen allow or the setting cannot work."""
+        if self._tp_choice is not None:
+            return self._tp_choice
         v = self.settings.validate
-        if v.tensor_parallel_size:
-            return v.tensor_parallel_size
         if self.plan.backend != "vllm":
-            return 1
+            extra = f" (validate.tensor_parallel_size={v.tensor_parallel_size} applies to vllm only)" \
+                if v.tensor_parallel_size else ""
+            self._tp_choice = TPChoice(1, f"tp=1: the {self.plan.backend} backend uses one device{extra}", "backend")
+            return self._tp_choice
         cfg = _read_json(self.model_path / "config.json")
-        heads = (cfg.get("text_config") or cfg).get("num_attention_heads")
-        return choose_tp(weights_size(self.model_path), self.plan.env, v.speed.gpu_memory_utilization, heads)
+        try:
+            self._tp_choice = choose_tp(
+                weights_size(self.model_path), ModelShape.from_config(cfg),
+                [int(g["memory_bytes"]) for g in self.plan.env.gpus], v.speed.gpu_memory_utilization,
+                max_len=resolve_max_model_len(v.speed.max_model_len, cfg),
+                kv_bytes_per_value=kv_dtype_bytes(v.speed.kv_cache_dtype),
+                reserve_bytes=int(v.tensor_parallel_reserve_gib * GIB), requested=v.tensor_parallel_size)
+        except ModelError as exc:
+            raise WorkerFailed(exc.message, exc.hint or "") from None
+        return self._tp_choice
 
     def _batch_size(self) -> int | str:
         """lm-eval's "auto" probes batch sizes until memory runs out: fine on a GPU, an OOM kill on a CPU."""
@@ -194,9 +196,10 @@ class ModelValidation:
     def runtime(self, rec: ValidateRecord) -> None:
         job = {"backend": self.plan.backend, "model_path": str(self.model_path), "device": self.plan.device,
                "label": self.plan.label, "prompts": self.plan.prompts, "max_new_tokens": self.plan.max_new_tokens,
-               "speed": self.plan.speed, "dtype": "auto", "tensor_parallel_size": self._tp(),
+               "speed": self.plan.speed, "dtype": "auto", "tensor_parallel_size": self.tensor_parallel().size,
                "trust_remote_code": self.trust, "seed": 0}
-        self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend})"})
+        on = f", tp={self.tensor_parallel().size}" if self.tensor_parallel().size > 1 else ""
+        self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend}{on})"})
         res = self._call("validate_worker", "validate", job)
         load = dict(res.get("load") or {})
         rec.load = LoadCheck.model_validate(load)
@@ -215,7 +218,7 @@ class ModelValidation:
         max_len = rec.load.max_model_len if rec.load else None
         job = {"backend": self.plan.backend, "model_path": str(self.model_path), "tasks": self.plan.tasks,
                "limit": self.plan.limit, "num_fewshot": self.plan.num_fewshot, "batch_size": self._batch_size(),
-               "device": self.plan.device, "dtype": "auto", "tensor_parallel_size": self._tp(),
+               "device": self.plan.device, "dtype": "auto", "tensor_parallel_size": self.tensor_parallel().size,
                "gpu_memory_utilization": v.speed.gpu_memory_utilization, "max_model_len": max_len,
                "enforce_eager": v.speed.enforce_eager,
                "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
@@ -238,8 +241,14 @@ class ModelValidation:
             raise WorkerFailed(f"model directory missing: {self.model_path}",
                                "rerun `bot quantize` for it (or restore the base snapshot), then `bot validate`")
         rec.accuracy = None  # always measured again (it never outlives a failed lm-eval run)
+        tp = self.tensor_parallel()
+        measured_tp = (rec.compat.get("tensor_parallel") or {}).get("size")
+        if reuse_runtime and measured_tp is not None and measured_tp != tp.size:
+            reuse_runtime = False  # speed measured on another number of GPUs: measure again
         if not reuse_runtime:
             rec.load, rec.hardware, rec.generations, rec.speed, rec.compat = None, None, [], None, {}
+        rec.compat["tensor_parallel"] = tp.record()
+        if not reuse_runtime:
             self.runtime(rec)
             self.save()
         if rec.load is not None and rec.load.ok and self.plan.tasks:

@@ -3,7 +3,8 @@
 Recovery is variant / base * 100 for higher-is-better metrics (accuracy) and base / variant * 100 for
 lower-is-better ones (perplexity), so 100 means "as good as the base" either way. A non-finite variant score (a
 model that produced NaN) recovers 0. Speedups compare only numbers with the same label, the same lengths and the
-same hardware (a CPU figure says nothing about a GPU; a base measured on another GPU is not a baseline).
+same hardware and tensor-parallel size (a CPU figure says nothing about a GPU; a base measured on another GPU,
+or split over another number of GPUs, is not a baseline).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def _same_run_conditions(base: SpeedRecord, variant: SpeedRecord, base_hw: Hardw
                          variant_hw: Hardware | None) -> bool:
     if base.label != variant.label:
         return False
-    if any(base.settings.get(k) != variant.settings.get(k) for k in SPEED_LENGTH_KEYS):
-        return False
+    if any(base.settings.get(k) != variant.settings.get(k) for k in (*SPEED_LENGTH_KEYS, "tensor_parallel_size")):
+        return False  # other lengths, or another number of GPUs (a base on tp=4, a variant on tp=2)
     if base_hw is not None and variant_hw is not None:
         if (base_hw.device, base_hw.name, base_hw.count) != (variant_hw.device, variant_hw.name, variant_hw.count):
             return False

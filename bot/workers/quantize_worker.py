@@ -80,6 +80,16 @@ def _awq_mappings(arch: str) -> list[str] | None:
     return [f"{m.smooth_layer} -> {', '.join(m.balance_layers)}" for m in maps]
 
 
+def fits_on_gpu(model_bytes: int, free_bytes: int, headroom: float = 0.8) -> bool:
+    """Whether a data-free recipe may move the whole model to the GPU. A model larger than that stays in CPU
+    memory and llm-compressor onloads one module at a time (as the calibrated, sequential pipeline always does)."""
+    return model_bytes <= free_bytes * headroom
+
+
+def _param_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
 def quantize_one(master, tokenizer, cal: CalibrationCache | None, job: dict[str, Any], variant: dict[str, Any],
                  device: str) -> dict[str, Any]:
     import torch
@@ -97,7 +107,7 @@ def quantize_one(master, tokenizer, cal: CalibrationCache | None, job: dict[str,
     if variant.get("samples"):
         ds, cal_info = cal.get(int(variant["samples"]), int(variant["seq_len"]))
         kwargs.update(dataset=ds, num_calibration_samples=cal_info["samples"], max_seq_length=cal_info["seq_len"])
-    elif device == "cuda":
+    elif device == "cuda" and fits_on_gpu(_param_bytes(model), torch.cuda.mem_get_info()[0]):
         model.to("cuda")  # data-free: quantize the weights where they are fast to read
     model = oneshot(model=model, recipe=variant["llmcompressor_yaml"], **kwargs)
     model.save_pretrained(out_dir, save_compressed=True)

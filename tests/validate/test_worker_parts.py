@@ -12,7 +12,7 @@ import yaml
 
 from bot.clients.serve_env import ServeEnv, choose_backend, speed_label
 from bot.errors import EnvironmentMissingError
-from bot.stages.validate import BUNDLED_TASKS, BUNDLED_TASKS_DIR, choose_tp
+from bot.stages.validate import BUNDLED_TASKS, BUNDLED_TASKS_DIR
 from bot.workers import lmeval_worker as lw
 from bot.workers import validate_common as vc
 from bot.workers import vllm_backend as vb
@@ -280,12 +280,7 @@ def test_choose_backend_missing(requested, e, device, missing):
     assert missing in info.value.one_line() and "BOT_SERVE_PYTHON" in info.value.one_line()
 
 
-def test_speed_label_and_tp():
+def test_speed_label():
     assert speed_label("vllm", "cuda") == "GPU" and speed_label("hf", "cpu") == "CPU"
     assert speed_label("hf", "cuda") == "GPU (transformers)"
-    gb = 2**30
-    assert choose_tp(16 * gb, env(*FULL, gpus=8), 0.85, 32) == 1
-    assert choose_tp(140 * gb, env(*FULL, gpus=8), 0.85, 64) == 4
-    assert choose_tp(140 * gb, env(*FULL, gpus=8), 0.85, 6) == 2  # heads must divide
-    assert choose_tp(500 * gb, env(*FULL, gpus=2), 0.85, 64) == 2
-    assert choose_tp(None, env(*FULL, gpus=8), 0.85, 64) == 1
+    # the tensor-parallel choice is tested in test_parallel.py
