@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shlex
 import shutil
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from bot.workers.validate_common import Stopwatch, end_children, versions, write_result
+from bot.workers.validate_common import Stopwatch, end_children, exit_now, versions, write_result
 
 LOWER_IS_BETTER = {"word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity"}
 METRIC_PREFERENCE = ("acc", "exact_match,strict-match", "exact_match,flexible-extract", "exact_match", "acc_norm",
@@ -238,7 +237,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(main(sys.argv[1:]))

@@ -16,13 +16,12 @@ into a failed one.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-from bot.workers.validate_common import Stopwatch, end_children, versions, write_result
+from bot.workers.validate_common import Stopwatch, end_children, exit_now, versions, write_result
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -73,7 +72,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(main(sys.argv[1:]))
