@@ -85,6 +85,8 @@ class Settings(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     recipes: list[str] | None = None
     recipes_file: Path | None = None
+    quantize_workers: int = Field(default=1, ge=1, le=16, description="quantize worker processes at once on one "
+                                  "device (each loads the base; the variants are spread over them by cost)")
     calibration: CalibrationSettings = CalibrationSettings()
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
     gate: GateSettings = GateSettings()

@@ -101,6 +101,11 @@ class QuantizeRecord(StageRecord):
     size_bytes: int | None = None
     files: list[str] = Field(default_factory=list)
     quantization_config: dict[str, Any] = Field(default_factory=dict)
+    # seconds per phase inside the worker (copy, calibration_data, to_gpu, oneshot, save) and the worker's one load
+    # of the base (`worker_load_base`, shared by every variant of that worker run): where the wall time went
+    timings: dict[str, float] = Field(default_factory=dict)
+    # variants quantized at the same time on the same device by parallel workers (their timings share it)
+    concurrent_with: list[str] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------- validate
@@ -181,6 +186,8 @@ class ValidateRecord(StageRecord):
     speed: SpeedRecord | None = None
     accuracy: AccuracyRecord | None = None
     compat: dict[str, Any] = Field(default_factory=dict)  # compute capability vs recipe's minimum, what vLLM did
+    # wall seconds of each worker process (runtime_worker: start-up, load, generations, speed; lmeval_worker)
+    timings: dict[str, float] = Field(default_factory=dict)
     validated_at: str | None = None
 
 

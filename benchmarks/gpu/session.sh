@@ -1,68 +1,116 @@
 #!/usr/bin/env bash
-# One GPU session on the air-gapped H100 host, running the bot's own commands (not a side script), in priority
-# order so that a session cut short still leaves complete results for the phases it finished:
-#   C1. SmolLM2-135M-Instruct (real weights): the six recipes quantized on the GPU
-#   A.  a random-init model with Qwen3-1.7B's exact config: the six recipes quantized on the GPU
-#   C2. SmolLM2: base + six variants validated in vLLM (load, generations, speed) and lm-eval's vLLM backend
-#       on the bundled tasks (accuracy recovery on real weights)
-#   B.  the Qwen3-1.7B-shaped run validated in vLLM (load, generations, speed vs BF16; no accuracy: random weights)
-# Results (manifests, logs, console output) go to $WORK/out; progress to $WORK/progress.txt.
-# Needs the offline kit installed (/tmp/site-serve, /tmp/site-quantize).
+# One GPU session on the air-gapped H100 host. Everything runs through the bot's own commands (`bot quantize`,
+# `bot validate`, `bot card`), never a side script. Phases, in the order given by PHASES:
+#   build  random-init models with exact real configs (Llama-3.1-8B, the same truncated to $TRUNC_LAYERS decoder
+#          layers, Qwen3-1.7B), SmolLM2-135M-Instruct (real weights), and a long calibration file
+#   quant  four quantize jobs at once on the one GPU (their timings are labelled as shared):
+#            F  8B full shape, all six recipes, reduced calibration ($F_SAMPLES rows; AutoRound $F_AR_ITERS iters):
+#               the checkpoints whose served speed is measured (speed depends on format and shapes only)
+#            T  8B truncated, all six recipes at the recipes' default calibration (512 x 2048 etc., AutoRound 200
+#               iterations): the per-layer time that extrapolates to the full model
+#            A  Qwen3-1.7B shape, all six recipes (64 x 512 bundled chats)
+#            C  SmolLM2 (real weights), all six recipes (64 x 512 bundled chats)
+#   v8     8B: base + six variants in vLLM with CUDA graphs (the default), alone on the GPU: load, generations,
+#          batch-1 and batched speed; no accuracy (random weights)
+#   va     Qwen3-1.7B shape: base + six variants in vLLM (enforce_eager), no accuracy
+#   vc     SmolLM2: base + six variants in vLLM (enforce_eager) + lm-eval's vLLM backend on the bundled tasks
+#   card   `bot card` for the 8B run (the example card)
+# Results (manifests, logs, console output, cards) go under $WORK (collect with benchmarks/gpu/collect.sh).
+# Needs the offline kit installed (/tmp/site-serve, /tmp/site-quantize) and SmolLM2's GGUF under /tmp/smolpkg.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${WORK:-/tmp/gpu}"
-mkdir -p "$WORK/out" "$WORK/bin"
-PY=/opt/torch/.venv/bin/python3
+PHASES="${PHASES:-build quant v8 va vc card}"
+TRUNC_LAYERS="${TRUNC_LAYERS:-4}"
+F_SAMPLES="${F_SAMPLES:-32}"
+F_AR_ITERS="${F_AR_ITERS:-10}"
+SHAPE8="${SHAPE8:-llama-3.1-8b}"
+PY="${PY:-/opt/torch/.venv/bin/python3}"
+DEVICE="${DEVICE:-cuda}"            # SMOKE on a CPU machine: DEVICE=cpu BACKEND=hf SHAPE8=tiny QUANT_JOBS="F T"
+BACKEND="${BACKEND:-vllm}"
+QUANT_JOBS="${QUANT_JOBS:-F T C A}"
+mkdir -p "$WORK/out" "$WORK/bin" "$WORK/models"
 # One interpreter per site (never both on one PYTHONPATH: they hold different compressed-tensors versions).
 for site in quantize serve; do
-  printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s:/tmp/site-%s:/tmp/smolpkg"\nexec %s "$@"\n' "$ROOT" "$site" "$PY" > "$WORK/bin/py-$site"
+  printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s:/tmp/site-%s:/tmp/smolpkg"\nexec %s "$@"\n' "$ROOT" "$site" "$PY" \
+    > "$WORK/bin/py-$site"
   chmod +x "$WORK/bin/py-$site"
 done
 export BOT_QUANTIZE_PYTHON="$WORK/bin/py-quantize" BOT_SERVE_PYTHON="$WORK/bin/py-serve" PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0 BOT_RUNS_DIR="$WORK/runs"
 BOT=("$WORK/bin/py-quantize" -m bot)   # the bot's own light process (pydantic, typer, rich)
 CAL="$ROOT/bot/data/calibration.jsonl"
-PHASES="${PHASES:-C1 A C2 B}"   # which phases to run, in this order of priority
+LONG="$WORK/long-calibration.jsonl"
+M8="$WORK/models/Llama-3.1-8B-shape"
+M8T="$WORK/models/Llama-3.1-8B-shape-${TRUNC_LAYERS}L"
+M17="$WORK/models/Qwen3-1.7B-shape"
+MS="$WORK/models/SmolLM2-135M-Instruct"
 want() { [[ " $PHASES " == *" $1 "* ]]; }
+job() { [[ " $QUANT_JOBS " == *" $1 "* ]]; }
 log() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$WORK/progress.txt"; }
-save() { (cd "$WORK" && tar czf "out/$1.tar.gz" --exclude='*/model' --exclude='*/model.partial' \
-          --exclude='*.safetensors' runs/local--"$2"* 2>/dev/null); }
+run_of() { ls -d "$WORK"/runs/local--"$(basename "$1")"@* 2>/dev/null | head -1; }
 
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
-  "$WORK/bin/py-serve" -c "import vllm, lm_eval, torch; print('vllm', vllm.__version__, 'lm_eval', lm_eval.__version__, 'torch', torch.__version__)"
-  "$WORK/bin/py-quantize" -c "import llmcompressor, compressed_tensors as ct; print('llmcompressor', llmcompressor.__version__, 'compressed-tensors', ct.__version__)"
-} > "$WORK/out/env.txt" 2>&1
-
-if want C1; then
-log "C1: build SmolLM2 and quantize six recipes (calibration: bundled chats, 64 x 512)"
-"$WORK/bin/py-quantize" -m bot.workers.build_model smollm2 "$WORK/models/SmolLM2-135M-Instruct" > "$WORK/build-smol.log" 2>&1
-"${BOT[@]}" quantize "$WORK/models/SmolLM2-135M-Instruct" --device cuda --samples 64 --seq-len 512 --calibration "$CAL" \
-  > "$WORK/out/C1-quantize.txt" 2>&1; log "C1 rc=$?"
-save C SmolLM2
+if [ ! -s "$WORK/out/env.txt" ]; then
+  { date -u +%Y-%m-%dT%H:%M:%SZ
+    nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
+    nproc; free -g | head -2
+    "$WORK/bin/py-serve" -c "import vllm, lm_eval, torch; print('vllm', vllm.__version__, 'lm_eval', lm_eval.__version__, 'torch', torch.__version__)"
+    "$WORK/bin/py-quantize" -c "import llmcompressor, compressed_tensors as ct, transformers as t; print('llmcompressor', llmcompressor.__version__, 'compressed-tensors', ct.__version__, 'transformers', t.__version__)"
+  } > "$WORK/out/env.txt" 2>&1
 fi
 
-if want A; then
-log "A: build Qwen3-1.7B-shaped random model and quantize six recipes (64 x 512; AutoRound 200 iterations)"
-"$WORK/bin/py-quantize" -m bot.workers.build_model shape "$WORK/models/Qwen3-1.7B-shape" --shape qwen3-1.7b > "$WORK/build-q.log" 2>&1
-"${BOT[@]}" quantize "$WORK/models/Qwen3-1.7B-shape" --device cuda --samples 64 --seq-len 512 --calibration "$CAL" \
-  > "$WORK/out/A-quantize.txt" 2>&1; log "A rc=$?"
-save A Qwen3
+if want build; then
+  log "build: models and the long calibration file"
+  B=("$WORK/bin/py-quantize" -m bot.workers.build_model)
+  "$WORK/bin/py-quantize" "$ROOT/benchmarks/gpu/long_calibration.py" "$LONG" > "$WORK/out/build.txt" 2>&1
+  if [ "$SHAPE8" = tiny ]; then  # CPU smoke test of this script
+    [ -d "$M8" ] || "${B[@]}" tiny "$M8" --layers 4 >> "$WORK/out/build.txt" 2>&1
+    [ -d "$M8T" ] || "${B[@]}" tiny "$M8T" --layers "$TRUNC_LAYERS" >> "$WORK/out/build.txt" 2>&1
+  else
+    [ -d "$M8" ] || "${B[@]}" shape "$M8" --shape "$SHAPE8" >> "$WORK/out/build.txt" 2>&1
+    [ -d "$M8T" ] || "${B[@]}" shape "$M8T" --shape "$SHAPE8" --layers "$TRUNC_LAYERS" >> "$WORK/out/build.txt" 2>&1
+  fi
+  job A && { [ -d "$M17" ] || "${B[@]}" shape "$M17" --shape qwen3-1.7b >> "$WORK/out/build.txt" 2>&1; }
+  job C && { [ -d "$MS" ] || "${B[@]}" smollm2 "$MS" >> "$WORK/out/build.txt" 2>&1; }
+  du -sb "$WORK"/models/* >> "$WORK/out/build.txt" 2>&1
+  log "build done"
 fi
-du -sb "$WORK"/runs/*/*/model "$WORK"/models/* > "$WORK/out/sizes.txt" 2>&1
 
-if want C2; then
-log "C2: validate SmolLM2 in vLLM (enforce_eager to save start-up time) + lm-eval vLLM backend, bundled tasks, full"
-RUN_C=$(ls -d "$WORK"/runs/local--SmolLM2-135M-Instruct@* | head -1)
-BOT_VALIDATE__SPEED__ENFORCE_EAGER=true "${BOT[@]}" validate "$RUN_C" --backend vllm \
-  --tasks bot_mc_facts,bot_wikitext_mini > "$WORK/out/C2-validate.txt" 2>&1; log "C2 rc=$?"
-save C SmolLM2
+if want quant; then
+  cat > "$WORK/speed-recipes.yaml" <<EOF
+# Full-shape checkpoints for served speed: fewer AutoRound iterations (format and shapes are unchanged).
+overrides:
+  w4a16-autoround: {iters: $F_AR_ITERS, lr: 0.005}
+EOF
+  log "quant: $QUANT_JOBS (F: 8B full, $F_SAMPLES samples; T: 8B ${TRUNC_LAYERS} layers, recipe defaults)"
+  q() { local name=$1 threads=$2; shift 2
+        OMP_NUM_THREADS=$threads "${BOT[@]}" quantize "$@" --device "$DEVICE" > "$WORK/out/quant-$name.txt" 2>&1
+        log "quant $name rc=$?"; }
+  job F && { q F 6 "$M8" --samples "$F_SAMPLES" --calibration "$LONG" --recipes-file "$WORK/speed-recipes.yaml" & }
+  job T && { q T 4 "$M8T" --calibration "$LONG" & }
+  { job C && q C 3 "$MS" --samples 64 --seq-len 512 --calibration "$CAL"
+    job A && q A 3 "$M17" --samples 64 --seq-len 512 --calibration "$CAL"; } &
+  wait; log "quant done"
 fi
 
-if want B; then
-log "B: validate the Qwen3-1.7B-shaped run in vLLM (enforce_eager; load, generations, speed; accuracy not measured)"
-RUN_A=$(ls -d "$WORK"/runs/local--Qwen3-1.7B-shape@* | head -1)
-BOT_VALIDATE__SPEED__ENFORCE_EAGER=true "${BOT[@]}" validate "$RUN_A" --backend vllm --tasks none \
-  > "$WORK/out/B-validate.txt" 2>&1; log "B rc=$?"
-save A Qwen3
+validate() {  # name, model dir, extra env..., then -- bot validate arguments
+  local name=$1 model=$2; shift 2
+  local envs=(); while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
+  local run; run=$(run_of "$model")
+  [ -n "$run" ] || { log "$name: no run directory for $model"; return 1; }
+  log "$name: bot validate $run $*"
+  env "${envs[@]}" "${BOT[@]}" validate "$run" --backend "$BACKEND" "$@" > "$WORK/out/$name.txt" 2>&1
+  log "$name rc=$?"
+}
+
+want v8 && validate v8 "$M8" BOT_VALIDATE__SPEED__ENFORCE_EAGER=false -- --tasks none
+want va && validate va "$M17" BOT_VALIDATE__SPEED__ENFORCE_EAGER=true BOT_VALIDATE__SPEED__GPU_MEMORY_UTILIZATION=0.45 \
+  -- --tasks none
+want vc && validate vc "$MS" BOT_VALIDATE__SPEED__ENFORCE_EAGER=true BOT_VALIDATE__SPEED__GPU_MEMORY_UTILIZATION=0.3 \
+  -- --tasks bot_mc_facts,bot_wikitext_mini
+
+if want card; then
+  run=$(run_of "$M8")
+  [ -n "$run" ] && "${BOT[@]}" card "$run" > "$WORK/out/card.txt" 2>&1; log "card rc=$?"
 fi
 log "ALL DONE ($PHASES)"

@@ -28,12 +28,15 @@ def quantize(
     recipes_file: Optional[Path] = typer.Option(None, "--recipes-file", help="YAML with recipe overrides/additions."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where run directories live (default: runs)."),
     watchlist: Optional[Path] = typer.Option(None, "--watchlist", help="Take defaults (and trust_remote_code) from it."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, max=16,
+                                          help="Quantize worker processes at once (each loads the base; default 1)."),
     force: bool = typer.Option(False, "--force", help="Redo variants that are already complete."),
 ) -> None:
     """Quantize MODEL with llm-compressor into compressed-tensors checkpoints."""
     settings = settings_from_cli(
         watchlist, runs_dir=runs_dir, device=device, recipes_file=recipes_file,
         calibration__file=calibration, calibration__samples=samples, calibration__seq_len=seq_len,
+        quantize_workers=workers,
     )
     chosen = load_recipes(settings.recipes_file).select(recipe or settings.recipes)
     rundir, base = resolve_model(model, revision, settings, run_dir=out_dir)

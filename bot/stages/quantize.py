@@ -1,15 +1,18 @@
-"""The quantize stage: resolve each recipe against the base, run the quantize worker once for all pending
-variants (the base is loaded once), and record each variant's manifest. Complete variants are skipped on rerun;
+"""The quantize stage: resolve each recipe against the base, run the quantize worker for the pending variants (the
+base is loaded once per worker; `quantize_workers` > 1 runs several workers at once on the same device, each with
+its share of the variants), and record each variant's manifest. Complete variants are skipped on rerun;
 a failed one gets a failed manifest with the error, and never a `model/` directory."""
 
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bot.clients.process import require_modules, run_worker
+from bot.clients.process import WorkerRun, require_modules, run_worker
 from bot.config import PROJECT_ROOT, Settings
 from bot.errors import StageError
 from bot.manifest import BaseManifest, CalibrationInfo, Hardware, QuantizeRecord, Status, VariantManifest, now_iso
@@ -55,6 +58,8 @@ def _record_from_result(resolved: ResolvedRecipe, result: dict) -> QuantizeRecor
         wall_time_s=result.get("wall_time_s"), peak_gpu_memory_bytes=result.get("peak_gpu_memory_bytes"),
         peak_rss_bytes=result.get("peak_rss_bytes"), size_bytes=result.get("size_bytes"),
         files=result.get("files", []), quantization_config=result.get("quantization_config", {}),
+        timings={**(result.get("timings") or {}),
+                 **({"worker_load_base": result["worker_load_s"]} if result.get("worker_load_s") is not None else {})},
     )
 
 
@@ -90,17 +95,75 @@ def quantize_run(
     return [outcomes[r.id] for r in recipes]
 
 
+# Relative cost of a recipe, for spreading variants over parallel workers (longest first, onto the least loaded).
+# Data-free recipes are seconds; AWQ's grid search and AutoRound's tuning loop are the long ones.
+_COST = {"AutoRoundModifier": 8.0, "AWQModifier": 4.0, "GPTQModifier": 3.0, "SmoothQuantModifier": 1.0}
+
+
+def recipe_cost(resolved: ResolvedRecipe) -> float:
+    costs = [1.0 if resolved.samples else 0.1]
+    for mod in resolved.recipe.modifiers:
+        cost = _COST.get(mod.type, 0.0)
+        if mod.type == "AutoRoundModifier":  # its tuning loop scales with the iterations (200 by default)
+            cost = max(1.0, cost * float(getattr(mod, "iters", None) or 200) / 200)
+        costs.append(cost)
+    return max(costs)
+
+
+def plan_workers(pending: list[tuple[ResolvedRecipe, VariantManifest]], workers: int
+                 ) -> list[list[tuple[ResolvedRecipe, VariantManifest]]]:
+    """Split the pending variants into at most `workers` groups of similar total cost (greedy, longest first);
+    each group runs in its own worker process, which loads the base once for its variants."""
+    n = max(1, min(workers, len(pending)))
+    groups: list[list[tuple[ResolvedRecipe, VariantManifest]]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for item in sorted(pending, key=lambda it: -recipe_cost(it[0])):
+        i = load.index(min(load))
+        groups[i].append(item)
+        load[i] += recipe_cost(item[0])
+    order = {it[0].recipe.id: k for k, it in enumerate(pending)}
+    return [sorted(g, key=lambda it: order[it[0].recipe.id]) for g in groups if g]
+
+
 def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[ResolvedRecipe, VariantManifest]],
                  settings: Settings, outcomes: dict[str, QuantizeOutcome], on_event) -> None:
     require_modules("quantize", settings.quantize_python, QUANTIZE_MODULES)
-    needs_data = any(r.samples for r, _ in pending)
+    groups = plan_workers(pending, settings.quantize_workers)
+    runs: dict[str, WorkerRun] = {}
+    lock = threading.Lock()
+
+    def events(event: dict) -> None:
+        if on_event is not None:
+            with lock:  # progress lines from several workers reach one display
+                on_event(event)
+
+    def start(index: int, group: list[tuple[ResolvedRecipe, VariantManifest]]) -> None:
+        suffix = f"-{index}" if len(groups) > 1 else ""
+        job = _job(rundir, base, group, settings)
+        run = run_worker(settings.quantize_python, "quantize_worker", job, rundir.root / "jobs" / f"quantize{suffix}.json",
+                         rundir.logs_dir / f"quantize{suffix}.log", on_line=events)
+        for resolved, _ in group:
+            runs[resolved.recipe.id] = run
+
+    if len(groups) == 1:
+        start(0, groups[0])
+    else:
+        with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="quantize") as pool:
+            for future in [pool.submit(start, i, g) for i, g in enumerate(groups)]:
+                future.result()
+    _collect(rundir, pending, runs, outcomes, groups)
+
+
+def _job(rundir: RunDir, base: BaseManifest, group: list[tuple[ResolvedRecipe, VariantManifest]],
+         settings: Settings) -> dict:
+    needs_data = any(r.samples for r, _ in group)
     job = {
         "model_path": base.base.path, "architecture": base.base.architecture, "device": settings.device,
         "trust_remote_code": base.base.trust_remote_code and settings.allows_remote_code(base.base.model_id),
         "calibration": calibration_job(settings) if needs_data else None,
         "license_files": base.base.license_files, "variants": [],
     }
-    for resolved, manifest in pending:
+    for resolved, manifest in group:
         vid = resolved.recipe.id
         rundir.discard_partial(vid)
         manifest.quantize = QuantizeRecord(status=Status.running, started_at=now_iso(), recipe_id=vid,
@@ -114,16 +177,22 @@ def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[Resolve
             "result_path": str(rundir.variant_dir(vid) / "quantize-result.json"),
         })
         Path(job["variants"][-1]["result_path"]).unlink(missing_ok=True)
-    run = run_worker(settings.quantize_python, "quantize_worker", job, rundir.root / "jobs" / "quantize.json",
-                     rundir.logs_dir / "quantize.log", on_line=on_event)
+    return job
+
+
+def _collect(rundir: RunDir, pending: list[tuple[ResolvedRecipe, VariantManifest]], runs: dict[str, WorkerRun],
+             outcomes: dict[str, QuantizeOutcome], groups: list[list[tuple[ResolvedRecipe, VariantManifest]]]) -> None:
     for resolved, manifest in pending:
         vid = resolved.recipe.id
+        run = runs[vid]
+        others = [r.recipe.id for g in groups if all(x.recipe.id != vid for x, _ in g) for r, _ in g]
         result_path = rundir.variant_dir(vid) / "quantize-result.json"
         result = json.loads(result_path.read_text()) if result_path.is_file() else None
         if result and result.get("status") == "done":
             rundir.promote_partial(vid)
             manifest.quantize = _record_from_result(resolved, result)
             manifest.quantize.started_at = manifest.quantize.started_at or now_iso()
+            manifest.quantize.concurrent_with = others
             outcomes[vid] = QuantizeOutcome(vid, Status.done, False)
         else:
             rundir.discard_partial(vid)

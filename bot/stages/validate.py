@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -200,7 +201,9 @@ class ModelValidation:
                "trust_remote_code": self.trust, "seed": 0}
         on = f", tp={self.tensor_parallel().size}" if self.tensor_parallel().size > 1 else ""
         self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend}{on})"})
+        started = time.perf_counter()
         res = self._call("validate_worker", "validate", job)
+        rec.timings["runtime_worker"] = round(time.perf_counter() - started, 2)
         load = dict(res.get("load") or {})
         rec.load = LoadCheck.model_validate(load)
         rec.hardware = Hardware.model_validate(res["hardware"]) if res.get("hardware") else None
@@ -224,8 +227,10 @@ class ModelValidation:
                "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
         self.on_event("phase", {"model": self.name, "phase": f"lm-eval {','.join(self.plan.tasks)}"})
         acc = AccuracyRecord(limit=self.plan.limit, num_fewshot=self.plan.num_fewshot, backend=self.plan.backend)
+        started = time.perf_counter()
         try:
             res = self._call("lmeval_worker", "lmeval", job)
+            rec.timings["lmeval_worker"] = round(time.perf_counter() - started, 2)
         except WorkerFailed as exc:
             acc.error = str(exc).splitlines()[0][:500]
             rec.accuracy = acc
@@ -247,6 +252,7 @@ class ModelValidation:
             reuse_runtime = False  # speed measured on another number of GPUs: measure again
         if not reuse_runtime:
             rec.load, rec.hardware, rec.generations, rec.speed, rec.compat = None, None, [], None, {}
+            rec.timings = {}
         rec.compat["tensor_parallel"] = tp.record()
         if not reuse_runtime:
             self.runtime(rec)

@@ -10,6 +10,7 @@ does not stop the others. Progress lines on stdout are JSON: {"event": ..., "var
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
@@ -90,6 +91,21 @@ def _param_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+class Phases:
+    """Wall time per named phase of one variant (copy, calibration data, oneshot, save): where the time goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
+
+
 def quantize_one(master, tokenizer, cal: CalibrationCache | None, job: dict[str, Any], variant: dict[str, Any],
                  device: str) -> dict[str, Any]:
     import torch
@@ -101,21 +117,27 @@ def quantize_one(master, tokenizer, cal: CalibrationCache | None, job: dict[str,
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    model = copy.deepcopy(master)
+    phases = Phases()
+    with phases("copy"):
+        model = copy.deepcopy(master)
     kwargs: dict[str, Any] = {}
     cal_info = None
     if variant.get("samples"):
-        ds, cal_info = cal.get(int(variant["samples"]), int(variant["seq_len"]))
+        with phases("calibration_data"):  # cached per (samples, seq_len): near zero after the first recipe
+            ds, cal_info = cal.get(int(variant["samples"]), int(variant["seq_len"]))
         kwargs.update(dataset=ds, num_calibration_samples=cal_info["samples"], max_seq_length=cal_info["seq_len"])
     elif device == "cuda" and fits_on_gpu(_param_bytes(model), torch.cuda.mem_get_info()[0]):
-        model.to("cuda")  # data-free: quantize the weights where they are fast to read
-    model = oneshot(model=model, recipe=variant["llmcompressor_yaml"], **kwargs)
-    model.save_pretrained(out_dir, save_compressed=True)
-    tokenizer.save_pretrained(out_dir)
-    base = Path(job["model_path"])
-    for name in [*COPY_FROM_BASE, *job.get("license_files", [])]:
-        if (base / name).is_file() and not (out_dir / name).exists():
-            shutil.copy2(base / name, out_dir / name)
+        with phases("to_gpu"):
+            model.to("cuda")  # data-free: quantize the weights where they are fast to read
+    with phases("oneshot"):
+        model = oneshot(model=model, recipe=variant["llmcompressor_yaml"], **kwargs)
+    with phases("save"):
+        model.save_pretrained(out_dir, save_compressed=True)
+        tokenizer.save_pretrained(out_dir)
+        base = Path(job["model_path"])
+        for name in [*COPY_FROM_BASE, *job.get("license_files", [])]:
+            if (base / name).is_file() and not (out_dir / name).exists():
+                shutil.copy2(base / name, out_dir / name)
     wall = time.perf_counter() - started
     config = json.loads((out_dir / "config.json").read_text())
     applied: dict[str, Any] = {}
@@ -128,6 +150,7 @@ def quantize_one(master, tokenizer, cal: CalibrationCache | None, job: dict[str,
         "files": sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file()),
         "quantization_config": config.get("quantization_config", {}), "calibration": cal_info,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "applied": applied,
+        "timings": phases.seconds,
     }
     if device == "cuda":
         result["peak_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated())
@@ -153,7 +176,9 @@ def main(argv: list[str]) -> int:
     master = AutoModelForCausalLM.from_pretrained(job["model_path"], dtype="auto", trust_remote_code=trust,
                                                   use_safetensors=True)
     master.eval()
-    emit("loaded", seconds=round(time.perf_counter() - started, 2))
+    load_s = round(time.perf_counter() - started, 2)
+    common["worker_load_s"] = load_s  # the base is read once per worker, for all its variants
+    emit("loaded", seconds=load_s)
     cal = CalibrationCache(job["calibration"], tokenizer) if job.get("calibration") else None
     failures = 0
     for variant in job["variants"]:

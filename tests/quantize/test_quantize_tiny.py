@@ -33,8 +33,10 @@ def quantized_run(request, tmp_path_factory, calibration_file):
     runs = tmp_path_factory.mktemp(f"runs-{request.param}")
     overrides = runs / "overrides.yaml"
     overrides.write_text("overrides:\n  w4a16-autoround: {iters: 4, lr: 0.005}\n")
+    # The Qwen3 run spreads the six recipes over two worker processes (parallel quantize), the Llama run uses one.
+    workers = ["--workers", "2"] if request.param == "qwen3" else []
     rc = main(["quantize", str(model), "--calibration", str(calibration_file), "--samples", "16", "--seq-len", "128",
-               "--runs-dir", str(runs), "--recipes-file", str(overrides), "--device", "cpu"])
+               "--runs-dir", str(runs), "--recipes-file", str(overrides), "--device", "cpu", *workers])
     assert rc == 0
     (run,) = [p for p in runs.iterdir() if p.is_dir()]
     return model, RunDir(run)
@@ -60,6 +62,9 @@ def test_variant(quantized_run, variant):
     assert q.versions["llmcompressor"] == "0.14.0.1" and q.versions["compressed-tensors"] == "0.19.0"
     assert q.hardware.device == "cpu" and q.wall_time_s > 0 and q.size_bytes > 0 and q.peak_rss_bytes > 0
     assert q.llmcompressor_recipe and q.recipe["id"] == variant
+    assert {"copy", "oneshot", "save", "worker_load_base"} <= set(q.timings), q.timings
+    assert q.timings["oneshot"] < q.wall_time_s and all(v >= 0 for v in q.timings.values())
+    assert ("calibration_data" in q.timings) == (variant != "fp8-dynamic")
     if variant == "fp8-dynamic":
         assert q.calibration is None
     else:
@@ -102,3 +107,19 @@ def test_rerun_skips_complete_variants(quantized_run, calibration_file, capsys):
     assert "already complete" in capsys.readouterr().out
     after = {v: rundir.read_variant(v).quantize.finished_at for v in BUILTIN_ORDER}
     assert after == before
+
+
+def test_parallel_workers_share_the_variants(quantized_run):
+    base_dir, rundir = quantized_run
+    manifests = {v: rundir.read_variant(v).quantize for v in BUILTIN_ORDER}
+    logs = sorted(p.name for p in rundir.logs_dir.glob("quantize*.log"))
+    if base_dir.name == "tiny-llama":  # one worker for all six
+        assert logs == ["quantize.log"] and all(not q.concurrent_with for q in manifests.values())
+        return
+    # two workers: two logs; each variant names exactly the variants of the other worker
+    assert logs == ["quantize-0.log", "quantize-1.log"]
+    for vid, q in manifests.items():
+        assert q.concurrent_with and vid not in q.concurrent_with
+        assert all(vid in manifests[other].concurrent_with for other in q.concurrent_with)
+    groups = {frozenset(set(BUILTIN_ORDER) - set(q.concurrent_with)) for q in manifests.values()}
+    assert len(groups) == 2 and frozenset().union(*groups) == set(BUILTIN_ORDER)
