@@ -108,7 +108,7 @@ def speed_facts(full: dict) -> list[dict]:
             value = comp.get(f"speedup_{target[0]}")
             met = None if value is None else value >= target[1]
         rows.append({
-            "model": rid, "status": v.get("status"), "kernel": (v.get("load") or {}).get("kernel") or "bf16 (unquantized)",
+            "model": rid, "status": v.get("status"), "kernel": (v.get("load") or {}).get("kernel") or ("bf16 (unquantized)" if rid == "base" else "not recorded"),
             "load_time_s": (v.get("load") or {}).get("load_time_s"),
             "weights_bytes": (v.get("load") or {}).get("memory_bytes"),
             "batch1": sp.get("batch1") or {}, "batched": sp.get("batched") or {}, "settings": sp.get("settings") or {},
@@ -124,6 +124,8 @@ def budget(qf: list[dict], sf: list[dict]) -> dict:
     quant = {r["recipe"]: r.get("extrapolated_wall_s") if r.get("extrapolated_wall_s") is not None else r.get("full_wall_s")
              for r in qf}
     validate = {r["model"]: r.get("worker_s") for r in sf}
+    loads = {r["recipe"]: (r.get("full_timings") or {}).get("worker_load_base") for r in qf}
+    quant["(worker loads the base)"] = max((v for v in loads.values() if isinstance(v, (int, float))), default=None)
     total_q = sum(v for v in quant.values() if isinstance(v, (int, float)))
     total_v = sum(v for v in validate.values() if isinstance(v, (int, float)))
     return {"quantize_s": quant, "validate_s": validate, "quantize_total_s": round(total_q, 1),

@@ -12,24 +12,31 @@
 #            C  SmolLM2 (real weights), all six recipes (64 x 512 bundled chats)
 #   v8     8B: base + six variants in vLLM with CUDA graphs (the default), alone on the GPU: load, generations,
 #          batch-1 and batched speed; no accuracy (random weights)
-#   va     Qwen3-1.7B shape: base + six variants in vLLM (enforce_eager), no accuracy
-#   vc     SmolLM2: base + six variants in vLLM (enforce_eager) + lm-eval's vLLM backend on the bundled tasks
 #   card   `bot card` for the 8B run (the example card)
+#   va     Qwen3-1.7B shape: base + six variants in vLLM (enforce_eager), no accuracy   } at the same time,
+#   vc     SmolLM2: base + six variants in vLLM (enforce_eager) + lm-eval's vLLM       } sharing the GPU
+#          backend on the bundled tasks
 # Results (manifests, logs, console output, cards) go under $WORK (collect with benchmarks/gpu/collect.sh).
 # Needs the offline kit installed (/tmp/site-serve, /tmp/site-quantize) and SmolLM2's GGUF under /tmp/smolpkg.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${WORK:-/tmp/gpu}"
-PHASES="${PHASES:-build quant v8 va vc card}"
-TRUNC_LAYERS="${TRUNC_LAYERS:-4}"
+# The 8B run's base and six checkpoints take about 57 GB of the host's 64 GB disk: the truncated, 1.7B and SmolLM2
+# models and their runs live in RAM (tmpfs) instead, and the truncated run's checkpoints are dropped once timed.
+FAST="${FAST:-/dev/shm/gpu}"
+PHASES="${PHASES:-build quant v8 card resume va}"
+TRUNC_LAYERS="${TRUNC_LAYERS:-2}"
 F_SAMPLES="${F_SAMPLES:-32}"
 F_AR_ITERS="${F_AR_ITERS:-10}"
+F_WORKERS="${F_WORKERS:-2}"         # parallel quantize workers for the full-shape run (bot quantize --workers)
+T_WORKERS="${T_WORKERS:-2}"
+GRACE="${GRACE:-45}"
 SHAPE8="${SHAPE8:-llama-3.1-8b}"
 PY="${PY:-/opt/torch/.venv/bin/python3}"
 DEVICE="${DEVICE:-cuda}"            # SMOKE on a CPU machine: DEVICE=cpu BACKEND=hf SHAPE8=tiny QUANT_JOBS="F T"
 BACKEND="${BACKEND:-vllm}"
-QUANT_JOBS="${QUANT_JOBS:-F T C A}"
-mkdir -p "$WORK/out" "$WORK/bin" "$WORK/models"
+QUANT_JOBS="${QUANT_JOBS:-F T A}"
+mkdir -p "$WORK/out" "$WORK/bin" "$WORK/models" "$FAST/models" "$FAST/runs"
 # One interpreter per site (never both on one PYTHONPATH: they hold different compressed-tensors versions).
 for site in quantize serve; do
   printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s:/tmp/site-%s:/tmp/smolpkg"\nexec %s "$@"\n' "$ROOT" "$site" "$PY" \
@@ -37,18 +44,19 @@ for site in quantize serve; do
   chmod +x "$WORK/bin/py-$site"
 done
 export BOT_QUANTIZE_PYTHON="$WORK/bin/py-quantize" BOT_SERVE_PYTHON="$WORK/bin/py-serve" PYTHONUNBUFFERED=1
+[ -d "$ROOT/.gput" ] && export BOT_BUILD_TOKENIZER="$ROOT/.gput"  # SmolLM2's tokenizer, when its GGUF is not here
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0 BOT_RUNS_DIR="$WORK/runs"
 BOT=("$WORK/bin/py-quantize" -m bot)   # the bot's own light process (pydantic, typer, rich)
 CAL="$ROOT/bot/data/calibration.jsonl"
 LONG="$WORK/long-calibration.jsonl"
 M8="$WORK/models/Llama-3.1-8B-shape"
-M8T="$WORK/models/Llama-3.1-8B-shape-${TRUNC_LAYERS}L"
-M17="$WORK/models/Qwen3-1.7B-shape"
-MS="$WORK/models/SmolLM2-135M-Instruct"
+M8T="$FAST/models/Llama-3.1-8B-shape-${TRUNC_LAYERS}L"
+M17="$FAST/models/Qwen3-1.7B-shape"
+MS="$FAST/models/SmolLM2-135M-Instruct"
 want() { [[ " $PHASES " == *" $1 "* ]]; }
 job() { [[ " $QUANT_JOBS " == *" $1 "* ]]; }
 log() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$WORK/progress.txt"; }
-run_of() { ls -d "$WORK"/runs/local--"$(basename "$1")"@* 2>/dev/null | head -1; }
+run_of() { ls -d "$WORK"/runs/local--"$(basename "$1")"@* "$FAST"/runs/local--"$(basename "$1")"@* 2>/dev/null | head -1; }
 
 if [ ! -s "$WORK/out/env.txt" ]; then
   { date -u +%Y-%m-%dT%H:%M:%SZ
@@ -76,6 +84,12 @@ if want build; then
   log "build done"
 fi
 
+q() {  # name, OMP threads, then `bot quantize` arguments; its pid is kept so that it can be stopped for v8
+  local name=$1 threads=$2; shift 2
+  OMP_NUM_THREADS=$threads "${BOT[@]}" quantize "$@" --device "$DEVICE" >> "$WORK/out/quant-$name.txt" 2>&1 &
+  echo $! > "$WORK/pid-$name"; wait $!; log "quant $name rc=$?"
+}
+
 if want quant; then
   cat > "$WORK/speed-recipes.yaml" <<EOF
 # Full-shape checkpoints for served speed: fewer AutoRound iterations (format and shapes are unchanged).
@@ -83,13 +97,20 @@ overrides:
   w4a16-autoround: {iters: $F_AR_ITERS, lr: 0.005}
 EOF
   log "quant: $QUANT_JOBS (F: 8B full, $F_SAMPLES samples; T: 8B ${TRUNC_LAYERS} layers, recipe defaults)"
-  q() { local name=$1 threads=$2; shift 2
-        OMP_NUM_THREADS=$threads "${BOT[@]}" quantize "$@" --device "$DEVICE" > "$WORK/out/quant-$name.txt" 2>&1
-        log "quant $name rc=$?"; }
-  job F && { q F 6 "$M8" --samples "$F_SAMPLES" --calibration "$LONG" --recipes-file "$WORK/speed-recipes.yaml" & }
-  job T && { q T 4 "$M8T" --calibration "$LONG" & }
-  { job C && q C 3 "$MS" --samples 64 --seq-len 512 --calibration "$CAL"
-    job A && q A 3 "$M17" --samples 64 --seq-len 512 --calibration "$CAL"; } &
+  job F && { q F 4 "$M8" --workers "$F_WORKERS" --samples "$F_SAMPLES" --calibration "$LONG" --recipes-file "$WORK/speed-recipes.yaml" & }
+  PF=$!
+  job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" & }
+  { job C && q C 3 "$MS" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"
+    job A && q A 3 "$M17" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"; } &
+  if job F; then
+    wait "$PF"
+    # The served-speed run needs the GPU to itself: the other quantize jobs get GRACE seconds to finish, then are
+    # stopped (complete variants stay complete) and resumed by `bot quantize` after the 8B validation.
+    for _ in $(seq "$GRACE"); do jobs -r | grep -q . || break; sleep 1; done
+    for name in T C A; do
+      pid=$(cat "$WORK/pid-$name" 2>/dev/null) && kill -0 "$pid" 2>/dev/null && { kill "$pid"; log "quant $name stopped for v8"; }
+    done
+  fi
   wait; log "quant done"
 fi
 
@@ -104,13 +125,21 @@ validate() {  # name, model dir, extra env..., then -- bot validate arguments
 }
 
 want v8 && validate v8 "$M8" BOT_VALIDATE__SPEED__ENFORCE_EAGER=false -- --tasks none
-want va && validate va "$M17" BOT_VALIDATE__SPEED__ENFORCE_EAGER=true BOT_VALIDATE__SPEED__GPU_MEMORY_UTILIZATION=0.45 \
-  -- --tasks none
-want vc && validate vc "$MS" BOT_VALIDATE__SPEED__ENFORCE_EAGER=true BOT_VALIDATE__SPEED__GPU_MEMORY_UTILIZATION=0.3 \
-  -- --tasks bot_mc_facts,bot_wikitext_mini
-
 if want card; then
   run=$(run_of "$M8")
   [ -n "$run" ] && "${BOT[@]}" card "$run" > "$WORK/out/card.txt" 2>&1; log "card rc=$?"
 fi
+if want resume; then  # what was stopped for v8: `bot quantize` skips the complete variants and redoes the rest
+  log "resume: T and A/C quantize (timings now share the GPU with the small validations)"
+  job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" & }
+  job C && q C 3 "$MS" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"
+  job A && q A 3 "$M17" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"
+fi
+# The two small runs share the GPU (their speed figures are labelled as such); the 8B speed above ran alone.
+want va && validate va "$M17" BOT_VALIDATE__SPEED__ENFORCE_EAGER=true BOT_VALIDATE__SPEED__GPU_MEMORY_UTILIZATION=0.45 \
+  -- --tasks none &
+want vc && validate vc "$MS" BOT_VALIDATE__SPEED__ENFORCE_EAGER=true BOT_VALIDATE__SPEED__GPU_MEMORY_UTILIZATION=0.3 \
+  -- --tasks bot_mc_facts,bot_wikitext_mini &
+wait
+
 log "ALL DONE ($PHASES)"

@@ -34,8 +34,15 @@ def smollm2_gguf() -> Path:
 
 
 def _tokenizer():
+    import os
+
     from transformers import AutoTokenizer
 
+    saved = os.environ.get("BOT_BUILD_TOKENIZER")  # a directory with SmolLM2's tokenizer saved by an earlier build
+    if saved:
+        tok = AutoTokenizer.from_pretrained(saved)
+        tok.eos_token = EOS
+        return tok
     gguf = smollm2_gguf()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tok.eos_token = EOS
