@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
+
+# Absolute directories of the GPU host (model and run folders) are not part of the evidence: written as $WORK.
+_HOST_PATH = re.compile(r"/[\w.-]+(?:/[\w.-]+)*?/(models|runs)/")
+
+
+def scrub(text: str) -> str:
+    return _HOST_PATH.sub(r"$WORK/\1/", text)
 
 ORDER = ["base", "w4a16-gptq", "w4a16-awq", "w4a16-autoround", "w8a8-int8", "fp8-dynamic", "nvfp4"]
 
@@ -83,7 +91,7 @@ def main() -> None:
     ap.add_argument("--title", default="bot run report")
     args = ap.parse_args()
     runs = [load_run(r) for r in args.runs]
-    args.out_stem.with_suffix(".json").write_text(json.dumps(runs, indent=1) + "\n")
+    args.out_stem.with_suffix(".json").write_text(scrub(json.dumps(runs, indent=1)) + "\n")
     parts = [f"# {args.title}\n"]
     for data in runs:
         b = data["base"]["base"]
@@ -99,7 +107,7 @@ def main() -> None:
             parts.append(table(["model", "status", "vLLM kernel", "load (s)", "bs1 decode tok/s", "TTFT ms",
                                 "batched out tok/s", "bot_mc_facts acc", "bot_wikitext_mini word ppl",
                                 "mean recovery %", "gate"], v) + "\n")
-    args.out_stem.with_suffix(".md").write_text("\n".join(parts))
+    args.out_stem.with_suffix(".md").write_text(scrub("\n".join(parts)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Report for the 8B-scale GPU session (quantize time, served speed vs BF16, where the time goes).
 
     python benchmarks/scale_report.py OUT_STEM --full RUN_DIR --trunc RUN_DIR [--env ENV.txt] [--card README.md]
-                                      [--command CMD] [--note TEXT ...]
+                                      [--command CMD] [--note TEXT ...] [--notes-file F]
 
 Reads only manifests the bot wrote on the GPU host. Two run directories:
 - `--full`: the model with the real shape, quantized with reduced calibration (the checkpoints whose served speed
@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import scrub  # noqa: E402
 
 RECIPES = ["w4a16-gptq", "w4a16-awq", "w4a16-autoround", "w8a8-int8", "fp8-dynamic", "nvfp4"]
 # The issue's served-speed targets: (metric, minimum speedup) per recipe.
@@ -63,20 +67,34 @@ def quantize_facts(full: dict, trunc: dict, layers_full: int, layers_trunc: int)
                "full_peak_gpu_bytes": fq.get("peak_gpu_memory_bytes"), "full_peak_rss_bytes": fq.get("peak_rss_bytes"),
                "full_size_bytes": fq.get("size_bytes"), "full_recipe_params": _params(fq),
                "trunc_status": tq.get("status"), "trunc_wall_s": tq.get("wall_time_s"), "trunc_timings": tt,
-               "trunc_calibration": tq.get("calibration"), "trunc_peak_gpu_bytes": tq.get("peak_gpu_memory_bytes")}
+               "trunc_calibration": tq.get("calibration"), "trunc_peak_gpu_bytes": tq.get("peak_gpu_memory_bytes"),
+               "full_error": fq.get("error"), "trunc_error": tq.get("error"),
+               "full_concurrent_with": fq.get("concurrent_with") or [], "trunc_concurrent_with": tq.get("concurrent_with") or []}
         if isinstance(tt.get("oneshot"), (int, float)) and layers_trunc:
+            # oneshot on the truncated model also covers what does not scale with depth (embeddings, the final
+            # norm/lm_head stage): spread over the layers, it makes the extrapolation an upper bound
             per_layer = tt["oneshot"] / layers_trunc
-            fixed = sum(ft.get(k, 0.0) for k in ("copy", "to_gpu", "save")) if ft else None
             row["per_layer_s"] = round(per_layer, 2)
             row["extrapolated_oneshot_s"] = round(per_layer * layers_full, 1)
-            if fixed is not None:
-                row["extrapolated_wall_s"] = round(per_layer * layers_full + fixed + tt.get("calibration_data", 0.0), 1)
-        if isinstance(ft.get("oneshot"), (int, float)) and fq.get("calibration") == tq.get("calibration") \
+        facts.append(row)
+    fixed_all = [sum(r["full_timings"].get(k, 0.0) for k in ("copy", "to_gpu", "save")) for r in facts if r["full_timings"]]
+    fallback = sorted(fixed_all)[len(fixed_all) // 2] if fixed_all else None
+    for row in facts:
+        if row.get("extrapolated_oneshot_s") is None:
+            continue
+        ft = row["full_timings"]
+        fixed = sum(ft.get(k, 0.0) for k in ("copy", "to_gpu", "save")) if ft else fallback
+        row["fixed_cost_source"] = "this recipe, full shape" if ft else "median of the other recipes, full shape"
+        if fixed is not None:
+            row["extrapolated_wall_s"] = round(row["extrapolated_oneshot_s"] + fixed
+                                              + row["trunc_timings"].get("calibration_data", 0.0), 1)
+    for row in facts:
+        ft, tt = row["full_timings"], row["trunc_timings"]
+        if isinstance(ft.get("oneshot"), (int, float)) and row["full_calibration"] == row["trunc_calibration"] \
                 and isinstance(tt.get("oneshot"), (int, float)):
             # same settings on both shapes (data-free recipes): how good the per-layer extrapolation is
             row["extrapolation_check"] = {"measured_full_oneshot_s": ft["oneshot"],
                                           "extrapolated_oneshot_s": row.get("extrapolated_oneshot_s")}
-        facts.append(row)
     return facts
 
 
@@ -121,16 +139,34 @@ def speed_facts(full: dict) -> list[dict]:
 
 
 def budget(qf: list[dict], sf: list[dict]) -> dict:
-    quant = {r["recipe"]: r.get("extrapolated_wall_s") if r.get("extrapolated_wall_s") is not None else r.get("full_wall_s")
-             for r in qf}
+    quant, source = {}, {}
+    for r in qf:
+        if r.get("extrapolation_check") and r.get("full_wall_s") is not None:  # same settings: the real thing
+            quant[r["recipe"]], source[r["recipe"]] = r["full_wall_s"], "measured, full shape"
+        elif r.get("extrapolated_wall_s") is not None:
+            quant[r["recipe"]], source[r["recipe"]] = r["extrapolated_wall_s"], "extrapolated, default calibration"
+        elif r.get("full_wall_s") is not None:
+            quant[r["recipe"]] = r["full_wall_s"]
+            source[r["recipe"]] = f"measured, full shape at reduced calibration ({_params_short(r)}): a lower bound"
+        else:
+            quant[r["recipe"]], source[r["recipe"]] = None, "not measured"
     validate = {r["model"]: r.get("worker_s") for r in sf}
     loads = {r["recipe"]: (r.get("full_timings") or {}).get("worker_load_base") for r in qf}
     quant["(worker loads the base)"] = max((v for v in loads.values() if isinstance(v, (int, float))), default=None)
     total_q = sum(v for v in quant.values() if isinstance(v, (int, float)))
     total_v = sum(v for v in validate.values() if isinstance(v, (int, float)))
-    return {"quantize_s": quant, "validate_s": validate, "quantize_total_s": round(total_q, 1),
-            "validate_total_s": round(total_v, 1), "total_min": round((total_q + total_v) / 60, 1),
-            "budget_min": BUDGET_MIN, "met": (total_q + total_v) / 60 <= BUDGET_MIN}
+    missing = [f"quantize {k}" for k, v in quant.items() if v is None] + \
+              [f"validate {k}" for k, v in validate.items() if v is None]
+    total_min = round((total_q + total_v) / 60, 1)
+    met = None if missing and total_min <= BUDGET_MIN else total_min <= BUDGET_MIN
+    return {"quantize_s": quant, "quantize_source": source, "validate_s": validate,
+            "quantize_total_s": round(total_q, 1), "validate_total_s": round(total_v, 1), "total_min": total_min,
+            "missing": missing, "budget_min": BUDGET_MIN, "met": met}
+
+
+def _params_short(r: dict) -> str:
+    c = r.get("full_calibration") or {}
+    return f"{c.get('samples')} x {c.get('seq_len')}" if c else "data-free"
 
 
 def render(data: dict, args) -> str:
@@ -145,14 +181,16 @@ def render(data: dict, args) -> str:
     parts.append(table(
         ["recipe", "status", "calibration / iters", "wall (s)", "copy (s)", "oneshot (s)", "save (s)",
          "peak GPU (GB)", "peak host RSS (GB)", "size (GB)"],
-        [[r["recipe"], str(r["full_status"]), r["full_recipe_params"], _f(r["full_wall_s"]),
+        [[r["recipe"], _status(r, "full"), r["full_recipe_params"] if r["full_status"] == "done" else "-",
+          _f(r["full_wall_s"]),
           _f(r["full_timings"].get("copy")), _f(r["full_timings"].get("oneshot")), _f(r["full_timings"].get("save")),
           _gb(r["full_peak_gpu_bytes"]), _gb(r["full_peak_rss_bytes"]), _gb(r["full_size_bytes"])] for r in qf]) + "\n")
     parts.append(f"## Quantize at the recipes' default calibration: {lt} of {lf} layers, extrapolated\n")
     parts.append(table(
         ["recipe", "status", "calibration", "wall (s)", "oneshot (s)", "per layer (s)",
          f"extrapolated oneshot, {lf} layers (s)", "extrapolated recipe wall (min)"],
-        [[r["recipe"], str(r["trunc_status"]), _cal(r["trunc_calibration"]), _f(r["trunc_wall_s"]),
+        [[r["recipe"], _status(r, "trunc"), _cal(r["trunc_calibration"]) if r["trunc_status"] == "done" else "-",
+          _f(r["trunc_wall_s"]),
           _f(r["trunc_timings"].get("oneshot")), _f(r.get("per_layer_s"), "{:.2f}"), _f(r.get("extrapolated_oneshot_s")),
           _f((r.get("extrapolated_wall_s") or 0) / 60 if r.get("extrapolated_wall_s") else None)] for r in qf]) + "\n")
     checks = [r for r in qf if r.get("extrapolation_check")]
@@ -172,25 +210,31 @@ def render(data: dict, args) -> str:
           _f((r.get("batch1") or {}).get("tpot_ms"), "{:.2f}"),
           _f((r.get("batched") or {}).get("output_tokens_per_s"), "{:.0f}"),
           _f((r.get("batched") or {}).get("requests_per_s"), "{:.2f}"),
-          _f(r.get("speedup_batch1"), "{:.2f}x"), _f(r.get("speedup_batched"), "{:.2f}x"), _target(r)]
+          _f(r.get("speedup_batch1"), "{:.2f}x") if r["model"] != "base" else "-",
+          _f(r.get("speedup_batched"), "{:.2f}x") if r["model"] != "base" else "-", _target(r)]
          for r in sf]) + "\n")
     parts.append("## Where the time goes (one H100, serial)\n")
     parts.append(table(["step", "seconds", "source"],
-                       [[f"quantize {k}", _f(v), "extrapolated" if _extrap(qf, k) else "measured"]
+                       [[f"quantize {k}", _f(v), bud["quantize_source"].get(k, "measured")]
                         for k, v in bud["quantize_s"].items()]
                        + [[f"validate {k} (vLLM start-up, load, generations, speed)", _f(v), "measured"]
                           for k, v in bud["validate_s"].items()]) + "\n")
-    parts.append(f"Total: {bud['total_min']} min against the {bud['budget_min']:.0f}-minute target "
-                 f"({'met' if bud['met'] else 'not met'}).\n")
+    verdict = {True: "met", False: "not met", None: "open"}[bud["met"]]
+    gaps = f" Not measured, so not in the total: {', '.join(bud['missing'])}." if bud["missing"] else ""
+    parts.append(f"Total of the rows above: {bud['total_min']} min against the {bud['budget_min']:.0f}-minute target "
+                 f"({verdict}).{gaps}\n")
     return "\n".join(parts)
+
+
+def _status(r, which):
+    status = str(r[f"{which}_status"])
+    if r.get(f"{which}_error"):
+        status += f" ({r[f'{which}_error'].split(':')[0][:60]})"
+    return status
 
 
 def _cal(c):
     return f"{c.get('samples')} x {c.get('seq_len')} ({c.get('tokens')} tokens)" if c else "data-free"
-
-
-def _extrap(qf, rid):
-    return any(r["recipe"] == rid and r.get("extrapolated_wall_s") is not None for r in qf)
 
 
 def _target(r):
@@ -212,7 +256,10 @@ def main() -> None:
     ap.add_argument("--command", default="")
     ap.add_argument("--title", default="8B-scale GPU evidence")
     ap.add_argument("--note", action="append", default=[])
+    ap.add_argument("--notes-file", type=Path, help="markdown paragraphs to put under the title, one per line")
     args = ap.parse_args()
+    if args.notes_file:
+        args.note += [ln for ln in args.notes_file.read_text().splitlines() if ln.strip()]
     full, trunc = _load(args.full), _load(args.trunc)
     lf = args.layers_full or _layers(full["base"])
     lt = args.layers_trunc or _layers(trunc["base"])
@@ -220,8 +267,8 @@ def main() -> None:
     data = {"layers_full": lf, "layers_trunc": lt, "quantize": qf, "speed": sf, "budget": budget(qf, sf),
             "env": args.env.read_text() if args.env else None, "command": args.command,
             "base": full["base"]["base"], "trunc_base": trunc["base"]["base"]}
-    args.out_stem.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str) + "\n")
-    args.out_stem.with_suffix(".md").write_text(render(data, args))
+    args.out_stem.with_suffix(".json").write_text(scrub(json.dumps(data, indent=1, default=str)) + "\n")
+    args.out_stem.with_suffix(".md").write_text(scrub(render(data, args)))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ class CalibrationSettings(_Strict):
     samples: int | None = Field(default=None, ge=1, description="None: the recipe's own default")
     seq_len: int | None = Field(default=None, ge=16, description="None: the recipe's own default")
     seed: int = 42
+    batch_size: int = Field(default=1, ge=1, le=512, description="samples per calibration forward pass: faster on a "
+                            "GPU; above 1 each batch is cut to its shortest row")
 
 
 class SpeedSettings(_Strict):

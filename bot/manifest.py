@@ -84,7 +84,10 @@ class CalibrationInfo(_Rec):
     seed: int
     fingerprint: str  # sha256 of the selected texts
     chat_template_applied: bool
-    tokens: int | None = None
+    tokens: int | None = None  # tokenized; with batch_size > 1, cutting batches to their shortest row may drop some
+    # samples per calibration forward pass (llm-compressor's `batch_size`); above 1, each batch is cut to its
+    # shortest row, and the rows go in length order instead of shuffled
+    batch_size: int = 1
 
 
 class QuantizeRecord(StageRecord):

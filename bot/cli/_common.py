@@ -54,5 +54,7 @@ def worker_progress(label: str, total: int) -> Iterator[Any]:
                 console.log(f"{ev.get('variant')}: {status}" + (f" in {secs:.1f}s" if isinstance(secs, (int, float)) else ""))
             elif kind == "load":
                 progress.update(task, description=f"{label}: loading the base model")
+            elif kind == "note":
+                console.log(str(ev.get("message", "")))
 
         yield on_event

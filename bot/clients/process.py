@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,30 @@ STAGE_SETTING = {"quantize": "BOT_QUANTIZE_PYTHON", "serve": "BOT_SERVE_PYTHON"}
 _checked: dict[tuple[str, tuple[str, ...]], bool] = {}
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def exit_reason(code: int | None) -> str:
+    """'exited with code 3', 'was killed (SIGKILL: out of memory?)', 'was stopped (SIGTERM)'."""
+    if code is None:
+        return "did not start"
+    if code < 0 or code in (137, 143):
+        sig = -code if code < 0 else code - 128
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        if sig == signal.SIGKILL:
+            return f"was killed ({name}: out of memory?)"
+        return f"was stopped ({name})"
+    return f"exited with code {code}"
+
+
+def plain(text: str) -> str:
+    """Text without terminal colour codes (loggers of the libraries write them into the logs)."""
+    return _ANSI.sub("", text)
+
+
 @dataclass(frozen=True)
 class WorkerRun:
     returncode: int
@@ -36,7 +61,7 @@ class WorkerRun:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
-        return redact("\n".join(text.splitlines()[-lines:]))
+        return plain(redact("\n".join(text.splitlines()[-lines:])))
 
 
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -62,6 +62,9 @@ def calibration_rows(cal: CalibrationInfo | None, hub_url: str) -> list[KeyValue
     ]
     if cal.tokens is not None:
         rows.append(KeyValue("Tokens", f"{cal.tokens:,}"))
+    if cal.batch_size > 1:
+        rows.append(KeyValue("Calibration batch", f"{cal.batch_size} samples per forward pass, grouped by length, "
+                                                  "each batch cut to its shortest sample"))
     rows.append(KeyValue("Fingerprint", code(cal.fingerprint)))
     return rows
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bot.clients.process import WorkerRun, require_modules, run_worker
+from bot.clients.process import WorkerRun, exit_reason, require_modules, run_worker
 from bot.config import PROJECT_ROOT, Settings
 from bot.errors import StageError
 from bot.manifest import BaseManifest, CalibrationInfo, Hardware, QuantizeRecord, Status, VariantManifest, now_iso
@@ -43,8 +43,8 @@ def calibration_job(settings: Settings) -> dict:
         path = Path(cal.file).expanduser().resolve()
         if not path.is_file():
             raise StageError("quantize", f"calibration file not found: {cal.file}", hint="pass an existing JSONL file")
-        return {"file": str(path), "seed": cal.seed}
-    return {"dataset": cal.dataset, "split": cal.split, "seed": cal.seed}
+        return {"file": str(path), "seed": cal.seed, "batch_size": cal.batch_size}
+    return {"dataset": cal.dataset, "split": cal.split, "seed": cal.seed, "batch_size": cal.batch_size}
 
 
 def _record_from_result(resolved: ResolvedRecipe, result: dict) -> QuantizeRecord:
@@ -125,10 +125,38 @@ def plan_workers(pending: list[tuple[ResolvedRecipe, VariantManifest]], workers:
     return [sorted(g, key=lambda it: order[it[0].recipe.id]) for g in groups if g]
 
 
+def available_memory() -> int | None:
+    """Bytes of host memory available now (Linux: MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def workers_that_fit(requested: int, model_bytes: int | None, available: int | None) -> tuple[int, str | None]:
+    """Each worker holds the base and one working copy in host memory (2x its size, plus a quarter for
+    calibration and compression buffers): more workers than fit would be killed by the kernel mid-recipe."""
+    if requested <= 1 or not model_bytes or not available:
+        return max(1, requested), None
+    need = int(model_bytes * 2.25)
+    fit = max(1, min(requested, int(available * 0.9) // need))
+    if fit == requested:
+        return fit, None
+    return fit, (f"{requested} quantize workers asked for, {fit} used: each needs about {need / 1e9:.1f} GB of host "
+                 f"memory and {available / 1e9:.1f} GB is available")
+
+
 def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[ResolvedRecipe, VariantManifest]],
                  settings: Settings, outcomes: dict[str, QuantizeOutcome], on_event) -> None:
     require_modules("quantize", settings.quantize_python, QUANTIZE_MODULES)
-    groups = plan_workers(pending, settings.quantize_workers)
+    workers, note = workers_that_fit(min(settings.quantize_workers, len(pending)), base.base.size_bytes,
+                                     available_memory())
+    if note and on_event is not None:
+        on_event({"event": "note", "message": note})
+    groups = plan_workers(pending, workers)
     runs: dict[str, WorkerRun] = {}
     lock = threading.Lock()
 
@@ -196,7 +224,7 @@ def _collect(rundir: RunDir, pending: list[tuple[ResolvedRecipe, VariantManifest
             outcomes[vid] = QuantizeOutcome(vid, Status.done, False)
         else:
             rundir.discard_partial(vid)
-            error = (result or {}).get("error") or f"quantize worker exited with {run.returncode}: {run.log_tail(5)}"
+            error = (result or {}).get("error") or f"quantize worker {exit_reason(run.returncode)} before this variant finished"
             manifest.quantize.status = Status.failed
             manifest.quantize.error = error
             manifest.quantize.finished_at = now_iso()

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from bot.clients.process import WorkerRun, run_worker
+from bot.clients.process import WorkerRun, exit_reason, run_worker
 from bot.clients.serve_env import ServeEnv, choose_backend, probe, speed_label
 from bot.config import Settings, ValidateSettings
 from bot.errors import BotError, ModelError, StageError
@@ -190,8 +190,7 @@ class ModelValidation:
             return result
         tail = _useful_tail(run.log_tail(200)) if run else ""
         code = run.returncode if run else None
-        killed = " (killed: out of memory?)" if code in (-9, 137) else ""
-        what = result.get("error") or f"exited with code {code}{killed} and wrote no result"
+        what = result.get("error") or f"{exit_reason(code)} and wrote no result"
         raise WorkerFailed(f"{module}: {what}\n--- log tail ({log_path}) ---\n{tail}", hint)
 
     def runtime(self, rec: ValidateRecord) -> None:

@@ -126,6 +126,10 @@ def quantize_one(master, tokenizer, cal: CalibrationCache | None, job: dict[str,
         with phases("calibration_data"):  # cached per (samples, seq_len): near zero after the first recipe
             ds, cal_info = cal.get(int(variant["samples"]), int(variant["seq_len"]))
         kwargs.update(dataset=ds, num_calibration_samples=cal_info["samples"], max_seq_length=cal_info["seq_len"])
+        batch = int(job["calibration"].get("batch_size") or 1)
+        if batch > 1:  # rows already shuffled with the seed: llm-compressor groups them by length for batching
+            kwargs.update(batch_size=batch, shuffle_calibration_samples=False)
+        cal_info = {**cal_info, "batch_size": batch}
     elif device == "cuda" and fits_on_gpu(_param_bytes(model), torch.cuda.mem_get_info()[0]):
         with phases("to_gpu"):
             model.to("cuda")  # data-free: quantize the weights where they are fast to read

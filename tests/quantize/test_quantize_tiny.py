@@ -33,8 +33,9 @@ def quantized_run(request, tmp_path_factory, calibration_file):
     runs = tmp_path_factory.mktemp(f"runs-{request.param}")
     overrides = runs / "overrides.yaml"
     overrides.write_text("overrides:\n  w4a16-autoround: {iters: 4, lr: 0.005}\n")
-    # The Qwen3 run spreads the six recipes over two worker processes (parallel quantize), the Llama run uses one.
-    workers = ["--workers", "2"] if request.param == "qwen3" else []
+    # The Qwen3 run spreads the six recipes over two worker processes (parallel quantize) and calibrates 4 samples
+    # per forward pass; the Llama run uses one worker, one sample at a time.
+    workers = ["--workers", "2", "--calibration-batch-size", "4"] if request.param == "qwen3" else []
     rc = main(["quantize", str(model), "--calibration", str(calibration_file), "--samples", "16", "--seq-len", "128",
                "--runs-dir", str(runs), "--recipes-file", str(overrides), "--device", "cpu", *workers])
     assert rc == 0
@@ -70,6 +71,7 @@ def test_variant(quantized_run, variant):
     else:
         assert q.calibration.samples == 16 and q.calibration.seq_len == 128 and q.calibration.seed == 42
         assert q.calibration.fingerprint.startswith("sha256:") and q.calibration.chat_template_applied
+        assert q.calibration.batch_size == (4 if base_dir.name == "tiny-qwen3" else 1)
 
     model_dir = rundir.model_dir(variant)
     assert not rundir.partial_model_dir(variant).exists()

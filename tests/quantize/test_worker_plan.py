@@ -46,3 +46,14 @@ def test_autoround_cost_follows_its_iterations(tmp_path):
     short = resolve(load_recipes(f).get("w4a16-autoround"), CONFIG)
     (full, _), = _pending(["w4a16-autoround"])
     assert recipe_cost(short) < recipe_cost(full)
+
+
+def test_workers_are_capped_by_host_memory():
+    from bot.stages.quantize import workers_that_fit
+
+    gb = 10**9
+    assert workers_that_fit(1, 16 * gb, 10 * gb) == (1, None)  # one worker always runs (llm-compressor offloads)
+    assert workers_that_fit(2, 16 * gb, 125 * gb) == (2, None)
+    fit, note = workers_that_fit(4, 16 * gb, 100 * gb)  # 36 GB per worker, 90 GB usable
+    assert fit == 2 and "4 quantize workers asked for, 2 used" in note and "36.0 GB" in note
+    assert workers_that_fit(3, None, 100 * gb) == (3, None)  # size unknown: as asked

@@ -88,3 +88,13 @@ def test_status_shows_rejected_and_failed_variants_with_their_reasons(world, tmp
     rows = _rows(out)
     assert " failed " in rows["fp8-dynamic"] and "403" in rows["fp8-dynamic"] and "HF_TOKEN" in rows["fp8-dynamic"]
     assert " rejected " in rows["w8a16-rtn"] and "mean recovery 50.0% < 99.0%" in rows["w8a16-rtn"]
+
+
+def test_worker_exit_reasons_name_the_signal():
+    from bot.clients.process import exit_reason, plain
+
+    assert exit_reason(3) == "exited with code 3"
+    assert exit_reason(-9) == "was killed (SIGKILL: out of memory?)" == exit_reason(137)
+    assert exit_reason(-15) == "was stopped (SIGTERM)" == exit_reason(143)
+    assert exit_reason(None) == "did not start"
+    assert plain("\x1b[33;1mWARNING\x1b[0m autoround") == "WARNING autoround"

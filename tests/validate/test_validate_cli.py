@@ -178,6 +178,6 @@ def test_worker_killed_without_result(tiny_validated, tmp_path, capsys):
     assert rc == 5
     base = rundir.read_base().validate_
     assert base.status == Status.failed and base.load.ok
-    assert "exited with code -9 (killed: out of memory?) and wrote no result" in base.error
+    assert "was killed (SIGKILL: out of memory?) and wrote no result" in base.error
     assert "about to die" in base.error  # the log tail
-    assert "error: validate failed: base model: lmeval_worker: exited with code -9" in capsys.readouterr().err
+    assert "error: validate failed: base model: lmeval_worker: was killed (SIGKILL" in capsys.readouterr().err
