@@ -229,3 +229,21 @@ def _model_row(row: sqlite3.Row) -> ModelRow:
         attempts=row["attempts"], recipes=tuple(json.loads(row["recipes"])), retry=bool(row["retry"]),
         created_at=row["created_at"], updated_at=row["updated_at"],
     )
+
+
+def sync_from_run(ledger: Ledger, rundir, model_id: str, revision: str, variants: Iterable[str] | None = None) -> list[str]:
+    """Copy each variant's state (and why it failed or was rejected) from the run directory's manifests into the
+    ledger; returns the states in order. The manifests are the truth, the ledger is the cron's index of them."""
+    states = []
+    for variant in variants if variants is not None else rundir.variants():
+        manifest = rundir.read_variant(variant)
+        if manifest is None:
+            continue
+        state = manifest.state()
+        state = "queued" if state == "quantizing" else state
+        reason = next((r.error for r in (manifest.publish, manifest.validate_, manifest.quantize) if r and r.error), "")
+        if state == "rejected" and manifest.validate_ and manifest.validate_.gate:
+            reason = "; ".join(manifest.validate_.gate.reasons)
+        ledger.set_variant(model_id, revision, variant, state, reason or "")
+        states.append(state)
+    return states

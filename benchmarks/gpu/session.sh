@@ -30,6 +30,9 @@ F_SAMPLES="${F_SAMPLES:-32}"
 F_AR_ITERS="${F_AR_ITERS:-10}"
 F_WORKERS="${F_WORKERS:-2}"         # parallel quantize workers for the full-shape run (bot quantize --workers)
 T_WORKERS="${T_WORKERS:-2}"
+F_RECIPES="${F_RECIPES:-}"          # e.g. "nvfp4 w4a16-autoround": only these recipes (default: all six)
+T_RECIPES="${T_RECIPES:-}"
+CAL_BATCH="${CAL_BATCH:-1}"         # bot quantize --calibration-batch-size for the 8B runs
 GRACE="${GRACE:-45}"
 SHAPE8="${SHAPE8:-llama-3.1-8b}"
 PY="${PY:-/opt/torch/.venv/bin/python3}"
@@ -84,6 +87,7 @@ if want build; then
   log "build done"
 fi
 
+rflags() { for r in "$@"; do printf -- '-r %s ' "$r"; done; }
 q() {  # name, OMP threads, then `bot quantize` arguments; its pid is kept so that it can be stopped for v8
   local name=$1 threads=$2; shift 2
   OMP_NUM_THREADS=$threads "${BOT[@]}" quantize "$@" --device "$DEVICE" >> "$WORK/out/quant-$name.txt" 2>&1 &
@@ -97,9 +101,11 @@ overrides:
   w4a16-autoround: {iters: $F_AR_ITERS, lr: 0.005}
 EOF
   log "quant: $QUANT_JOBS (F: 8B full, $F_SAMPLES samples; T: 8B ${TRUNC_LAYERS} layers, recipe defaults)"
-  job F && { q F 4 "$M8" --workers "$F_WORKERS" --samples "$F_SAMPLES" --calibration "$LONG" --recipes-file "$WORK/speed-recipes.yaml" & }
+  job F && { q F 4 "$M8" --workers "$F_WORKERS" --samples "$F_SAMPLES" --calibration "$LONG" \
+               --calibration-batch-size "$CAL_BATCH" --recipes-file "$WORK/speed-recipes.yaml" $(rflags $F_RECIPES) & }
   PF=$!
-  job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" & }
+  job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" \
+               --calibration-batch-size "$CAL_BATCH" $(rflags $T_RECIPES) & }
   { job C && q C 3 "$MS" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"
     job A && q A 3 "$M17" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"; } &
   if job F; then
@@ -131,7 +137,8 @@ if want card; then
 fi
 if want resume; then  # what was stopped for v8: `bot quantize` skips the complete variants and redoes the rest
   log "resume: T and A/C quantize (timings now share the GPU with the small validations)"
-  job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" & }
+  job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" \
+               --calibration-batch-size "$CAL_BATCH" $(rflags $T_RECIPES) & }
   job C && q C 3 "$MS" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"
   job A && q A 3 "$M17" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"
 fi

@@ -14,6 +14,7 @@ from typing import Callable
 
 from bot.config import Settings
 from bot.errors import BotError, GateRejected, StageError
+from bot.ledger import sync_from_run
 from bot.manifest import PublishRecord, Status
 from bot.recipes import load_recipes
 from bot.rundir import RunDir
@@ -162,15 +163,5 @@ def _publish_one(rundir: RunDir, variant: str, settings: Settings, client, force
 
 
 def _sync(ledger, rundir: RunDir, model_id: str, sha: str, ids: list[str], dry_run: bool) -> None:
-    if dry_run:
-        return
-    for variant in ids:
-        m = rundir.read_variant(variant)
-        if m is None:
-            continue
-        state = m.state()
-        state = "queued" if state == "quantizing" else state
-        reason = next((r.error for r in (m.publish, m.validate_, m.quantize) if r and r.error), "") or ""
-        if state == "rejected" and m.validate_ and m.validate_.gate:
-            reason = "; ".join(m.validate_.gate.reasons)
-        ledger.set_variant(model_id, sha, variant, state, reason)
+    if not dry_run:
+        sync_from_run(ledger, rundir, model_id, sha, ids)

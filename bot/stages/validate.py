@@ -290,6 +290,23 @@ def _finish(rec: ValidateRecord, error: WorkerFailed | None) -> None:
 # ---------------------------------------------------------------- the run
 
 
+def _measure(work: ModelValidation, rec: ValidateRecord, reuse: bool) -> WorkerFailed | None:
+    """Mark `rec` running, run the workers, and return what failed (None when all ran). An interrupt leaves the
+    record failed with a resume hint, saved, and goes on up."""
+    _start(rec, work.plan)
+    work.save()
+    work.on_event("model-start", {"model": work.name})
+    try:
+        work.run(rec, reuse)
+    except WorkerFailed as exc:
+        return exc
+    except KeyboardInterrupt:
+        _finish(rec, WorkerFailed("interrupted", f"rerun `bot validate {work.rundir.root}` to resume"))
+        work.save()
+        raise
+    return None
+
+
 def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, emit: EventFn) -> ValidateRecord:
     manifest = rundir.read_base()
     assert manifest is not None
@@ -304,20 +321,8 @@ def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, 
         manifest.validate_ = rec
         rundir.write_base(manifest)
 
-    _start(rec, plan)
-    save()
-    emit("model-start", {"model": BASE})
-    error: WorkerFailed | None = None
-    work = ModelValidation(rundir, settings, plan, BASE, Path(manifest.base.path), save, emit,
-                           manifest.base.trust_remote_code)
-    try:
-        work.run(rec, reuse)
-    except WorkerFailed as exc:
-        error = exc
-    except KeyboardInterrupt:
-        _finish(rec, WorkerFailed("interrupted", f"rerun `bot validate {rundir.root}` to resume"))
-        save()
-        raise
+    error = _measure(ModelValidation(rundir, settings, plan, BASE, Path(manifest.base.path), save, emit,
+                                     manifest.base.trust_remote_code), rec, reuse)
     if error is None and rec.load is not None and not rec.load.ok:
         error = WorkerFailed(f"the base model does not load in {plan.backend}: {rec.load.error}",
                              f"see {rundir.logs_dir / 'validate-base.log'}")
@@ -354,20 +359,8 @@ def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: s
         manifest.validate_ = rec
         rundir.write_variant(manifest)
 
-    _start(rec, plan)
-    save()
-    emit("model-start", {"model": variant})
-    error: WorkerFailed | None = None
     model_dir = rundir.model_dir(variant)
-    work = ModelValidation(rundir, settings, plan, variant, model_dir, save, emit, trust)
-    try:
-        work.run(rec, reuse)
-    except WorkerFailed as exc:
-        error = exc
-    except KeyboardInterrupt:
-        _finish(rec, WorkerFailed("interrupted", f"rerun `bot validate {rundir.root}` to resume"))
-        save()
-        raise
+    error = _measure(ModelValidation(rundir, settings, plan, variant, model_dir, save, emit, trust), rec, reuse)
     recipe = recipe_for(manifest, settings)
     rec.compat.update(hardware_compat(recipe, rec.hardware, rec.load.kernel if rec.load else None))
     if error is None:

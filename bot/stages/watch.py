@@ -18,7 +18,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from bot.config import Settings
 from bot.errors import BotError, ConfigError, HubAuthError, HubError, ModelError, StageError
-from bot.ledger import AuthorCursor, Ledger
+from bot.ledger import AuthorCursor, Ledger, sync_from_run
 from bot.rundir import RunDir
 from bot.stages.watch_checks import check_model
 from bot.watchlist import WatchEntry, Watchlist, group_fingerprint, recipes_for, settings_for_entry
@@ -278,19 +278,7 @@ def _load_publish() -> PublishFn:
 
 
 def _sync_variants(ledger: Ledger, settings: Settings, model_id: str, revision: str) -> list[str]:
-    """Copy each variant's state from the run directory's manifests into the ledger."""
-    run = RunDir.for_model(settings.runs_dir, model_id, revision)
-    states = []
-    for variant in run.variants():
-        manifest = run.read_variant(variant)
-        if manifest is None:
-            continue
-        state = manifest.state()
-        state = "queued" if state == "quantizing" else state
-        reason = next((r.error for r in (manifest.publish, manifest.validate_, manifest.quantize) if r and r.error), "")
-        ledger.set_variant(model_id, revision, variant, state, reason or "")
-        states.append(state)
-    return states
+    return sync_from_run(ledger, RunDir.for_model(settings.runs_dir, model_id, revision), model_id, revision)
 
 
 def run_watch(watchlist: Watchlist, client: WatchHub, ledger: Ledger, settings: Settings, *,
