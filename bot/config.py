@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bot.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TEMPLATES = PROJECT_ROOT / "templates"
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"  # packaged (a link to the top-level templates/)
 
 
 class _Strict(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Literal, Mapping, TypeVar
@@ -347,14 +347,21 @@ def retry_policy(settings: "Settings") -> RetryPolicy:
 
 
 @contextmanager
-def open_target(settings: "Settings", retries: RetryPolicy | None = None) -> Iterator[HubClient]:
-    """The publish target: the embedded local Hub under the runs directory, or the Hub with HF_TOKEN."""
+def open_target(settings: "Settings", retries: RetryPolicy | None = None, *,
+                read_only: bool = False) -> Iterator[HubClient]:
+    """The publish target: the embedded local Hub under the runs directory, or the Hub with HF_TOKEN.
+    `read_only` (dry runs): a local target that does not exist yet is not created; an empty stand-in answers."""
     retries = retries or retry_policy(settings)
     if settings.resolved_hub_target == "local":
+        import tempfile
+
         from bot.localhub import serve_local_hub
 
         root = settings.local_hub_root()
-        with serve_local_hub(root, lfs_threshold=LOCAL_LFS_THRESHOLD) as url:
+        scratch = tempfile.TemporaryDirectory(prefix="bot-dry-hub-") if read_only and not root.exists() else None
+        if scratch is not None:
+            root = Path(scratch.name)
+        with scratch or nullcontext(), serve_local_hub(root, lfs_threshold=LOCAL_LFS_THRESHOLD) as url:
             yield HubClient(url, LOCAL_TOKEN, retries, target="local", token_name="the local Hub token",
                             lfs_via_http=True, local_root=root)
     else:

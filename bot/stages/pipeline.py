@@ -100,7 +100,7 @@ def publish_model(
                     emit("card-failed", {"variant": variant, "error": exc.one_line()})
             emit("stage", {"stage": "publish"})
             # Nothing to upload (every variant failed, was rejected or has no card): no Hub traffic at all.
-            with (open_target(settings) if cards else nullcontext(None)) as client:
+            with (open_target(settings, read_only=dry_run) if cards else nullcontext(None)) as client:
                 for variant in ids:
                     result.variants.append(_publish_one(rundir, variant, settings, client, force, dry_run, cards))
                 published = [v.variant for v in result.variants if v.state == "published"]

@@ -161,3 +161,14 @@ def test_planted_token_never_written_or_raised(target: str, tmp_path: Path, monk
     assert any(p.name == "index.html" for p in written)
     leaked = [p for p in written if planted.encode() in p.read_bytes()]
     assert leaked == []
+
+
+def test_dry_run_never_creates_the_local_target(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, hub_target="local")
+    rundir = make_run(settings.runs_dir, model_files={"config.json": "{}", "model.safetensors": safetensors_bytes((8, 8))})
+    root = settings.local_hub_root()
+    assert not root.exists()
+    with open_target(settings, RetryPolicy(attempts=2, base_delay_s=0), read_only=True) as client:
+        assert client.target == "local" and not client.repo_exists(REPO)
+        record = publish_variant(rundir, VARIANT, settings, client, dry_run=True)
+    assert record.changed is True and not root.exists()  # everything would be new; nothing was written
