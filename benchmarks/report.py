@@ -48,8 +48,10 @@ def quantize_rows(data: dict) -> list[list[str]]:
             continue
         q = m["quantize"]
         cal = q.get("calibration") or {}
-        rows.append([vid, q["status"], _f(q.get("wall_time_s")), _mb(q.get("peak_gpu_memory_bytes")),
-                     _mb(q.get("size_bytes")), f"{cal.get('samples')} x {cal.get('seq_len')}" if cal else "none",
+        rows.append([vid, q["status"], _f(q.get("wall_time_s")), _f((q.get("timings") or {}).get("oneshot")),
+                     _mb(q.get("peak_gpu_memory_bytes")), _mb(q.get("size_bytes")),
+                     f"{cal.get('samples')} x {cal.get('seq_len')}" if cal else "none",
+                     str(cal.get("batch_size", 1)) if cal else "-",
                      str((q.get("applied") or {}).get("group_size") or "channel")])
     return rows
 
@@ -95,12 +97,12 @@ def main() -> None:
     parts = [f"# {args.title}\n"]
     for data in runs:
         b = data["base"]["base"]
-        parts.append(f"## {b['model_id']} ({b['architecture']}, {b['num_params'] / 1e6:.0f}M parameters)\n")
+        parts.append(f"## {data['run_id']}: {b['model_id']} ({b['architecture']}, {b['num_params'] / 1e6:.0f}M parameters)\n")
         q = quantize_rows(data)
         if q:
             parts.append("### Quantize\n")
-            parts.append(table(["recipe", "status", "wall time (s)", "peak GPU memory (MB)", "size on disk (MB)",
-                                "calibration", "group"], q) + "\n")
+            parts.append(table(["recipe", "status", "wall time (s)", "oneshot (s)", "peak GPU memory (MB)",
+                                "size on disk (MB)", "calibration", "calibration batch", "group"], q) + "\n")
         v = validate_rows(data)
         if v:
             parts.append("### Validate\n")
