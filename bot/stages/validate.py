@@ -290,6 +290,20 @@ def _finish(rec: ValidateRecord, error: WorkerFailed | None) -> None:
 # ---------------------------------------------------------------- the run
 
 
+def _skip_current(name: str, prev: ValidateRecord | None, plan: Plan, force: bool, emit: EventFn) -> bool:
+    if force or not is_current(prev, plan):
+        return False
+    emit("skip", {"model": name, "reason": f"validated {prev.validated_at} ({plan.backend})"})
+    return True
+
+
+def _fresh_or_resumed(kind: type, prev: ValidateRecord | None, plan: Plan, force: bool) -> tuple[Any, bool]:
+    """A new record (forced, or none yet), or a copy of the last one to resume; whether its load/speed measurement
+    can be kept (same runtime settings) so that only lm-eval runs again."""
+    rec = kind() if force or prev is None else prev.model_copy(deep=True)
+    return rec, not force and _runtime_matches(prev, plan)
+
+
 def _measure(work: ModelValidation, rec: ValidateRecord, reuse: bool) -> WorkerFailed | None:
     """Mark `rec` running, run the workers, and return what failed (None when all ran). An interrupt leaves the
     record failed with a resume hint, saved, and goes on up."""
@@ -311,11 +325,9 @@ def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, 
     manifest = rundir.read_base()
     assert manifest is not None
     prev = manifest.validate_
-    if not force and is_current(prev, plan):
-        emit("skip", {"model": BASE, "reason": f"validated {prev.validated_at} ({plan.backend})"})
+    if _skip_current(BASE, prev, plan, force, emit):
         return prev
-    rec = ValidateRecord() if force or prev is None else prev.model_copy(deep=True)
-    reuse = not force and _runtime_matches(prev, plan)
+    rec, reuse = _fresh_or_resumed(ValidateRecord, prev, plan, force)
 
     def save() -> None:
         manifest.validate_ = rec
@@ -348,11 +360,9 @@ def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: s
         emit("skip", {"model": variant, "reason": why})
         return rec
     prev = manifest.validate_
-    if not force and is_current(prev, plan):
-        emit("skip", {"model": variant, "reason": f"validated {prev.validated_at} ({plan.backend})"})
+    if _skip_current(variant, prev, plan, force, emit):
         return prev
-    rec = VariantValidateRecord() if force or prev is None else prev.model_copy(deep=True)
-    reuse = not force and _runtime_matches(prev, plan)
+    rec, reuse = _fresh_or_resumed(VariantValidateRecord, prev, plan, force)
     rec.comparison = rec.gate = None
 
     def save() -> None:
