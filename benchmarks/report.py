@@ -17,8 +17,11 @@ from pathlib import Path
 _HOST_PATH = re.compile(r"/[\w.-]+(?:/[\w.-]+)*?/(models|runs)/")
 
 
+_REPO_PATH = re.compile(r"/[\w.-]+(?:/[\w.-]+)*?/bot/data/")
+
+
 def scrub(text: str) -> str:
-    return _HOST_PATH.sub(r"$WORK/\1/", text)
+    return _REPO_PATH.sub("$REPO/bot/data/", _HOST_PATH.sub(r"$WORK/\1/", text))
 
 ORDER = ["base", "w4a16-gptq", "w4a16-awq", "w4a16-autoround", "w8a8-int8", "fp8-dynamic", "nvfp4"]
 
