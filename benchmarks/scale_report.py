@@ -76,26 +76,29 @@ def quantize_facts(full: dict, trunc: dict, layers_full: int, layers_trunc: int)
             per_layer = tt["oneshot"] / layers_trunc
             row["per_layer_s"] = round(per_layer, 2)
             row["extrapolated_oneshot_s"] = round(per_layer * layers_full, 1)
+            if isinstance(ft.get("oneshot"), (int, float)) and row["full_calibration"] == row["trunc_calibration"]:
+                # same settings on both shapes (data-free recipes): how good the per-layer extrapolation is
+                row["extrapolation_check"] = {"measured_full_oneshot_s": ft["oneshot"],
+                                              "extrapolated_oneshot_s": row["extrapolated_oneshot_s"]}
         facts.append(row)
-    fixed_all = [sum(r["full_timings"].get(k, 0.0) for k in ("copy", "to_gpu", "save")) for r in facts if r["full_timings"]]
-    fallback = sorted(fixed_all)[len(fixed_all) // 2] if fixed_all else None
+    # Copy, move and save happen once per recipe on the full shape; a recipe that did not finish there borrows the
+    # median of the others'.
+    fixed_all = sorted(_fixed(r["full_timings"]) for r in facts if r["full_timings"])
+    fallback = fixed_all[len(fixed_all) // 2] if fixed_all else None
     for row in facts:
         if row.get("extrapolated_oneshot_s") is None:
             continue
-        ft = row["full_timings"]
-        fixed = sum(ft.get(k, 0.0) for k in ("copy", "to_gpu", "save")) if ft else fallback
-        row["fixed_cost_source"] = "this recipe, full shape" if ft else "median of the other recipes, full shape"
+        own = row["full_timings"]
+        fixed = _fixed(own) if own else fallback
+        row["fixed_cost_source"] = "this recipe, full shape" if own else "median of the other recipes, full shape"
         if fixed is not None:
             row["extrapolated_wall_s"] = round(row["extrapolated_oneshot_s"] + fixed
                                               + row["trunc_timings"].get("calibration_data", 0.0), 1)
-    for row in facts:
-        ft, tt = row["full_timings"], row["trunc_timings"]
-        if isinstance(ft.get("oneshot"), (int, float)) and row["full_calibration"] == row["trunc_calibration"] \
-                and isinstance(tt.get("oneshot"), (int, float)):
-            # same settings on both shapes (data-free recipes): how good the per-layer extrapolation is
-            row["extrapolation_check"] = {"measured_full_oneshot_s": ft["oneshot"],
-                                          "extrapolated_oneshot_s": row.get("extrapolated_oneshot_s")}
     return facts
+
+
+def _fixed(timings: dict) -> float:
+    return sum(timings.get(k, 0.0) for k in ("copy", "to_gpu", "save"))
 
 
 def _params(q: dict) -> str:

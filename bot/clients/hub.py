@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from contextlib import ExitStack, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -353,8 +354,6 @@ def open_target(settings: "Settings", retries: RetryPolicy | None = None, *,
     `read_only` (dry runs): a local target that does not exist yet is not created; an empty stand-in answers."""
     retries = retries or retry_policy(settings)
     if settings.resolved_hub_target == "local":
-        import tempfile
-
         from bot.localhub import serve_local_hub
 
         root = settings.local_hub_root()

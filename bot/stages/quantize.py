@@ -58,8 +58,7 @@ def _record_from_result(resolved: ResolvedRecipe, result: dict) -> QuantizeRecor
         wall_time_s=result.get("wall_time_s"), peak_gpu_memory_bytes=result.get("peak_gpu_memory_bytes"),
         peak_rss_bytes=result.get("peak_rss_bytes"), size_bytes=result.get("size_bytes"),
         files=result.get("files", []), quantization_config=result.get("quantization_config", {}),
-        timings={**(result.get("timings") or {}),
-                 **({"worker_load_base": result["worker_load_s"]} if result.get("worker_load_s") is not None else {})},
+        timings=result.get("timings") or {},
     )
 
 
@@ -117,10 +116,10 @@ def plan_workers(pending: list[tuple[ResolvedRecipe, VariantManifest]], workers:
     n = max(1, min(workers, len(pending)))
     groups: list[list[tuple[ResolvedRecipe, VariantManifest]]] = [[] for _ in range(n)]
     load = [0.0] * n
-    for item in sorted(pending, key=lambda it: -recipe_cost(it[0])):
+    for cost, item in sorted(((recipe_cost(it[0]), it) for it in pending), key=lambda ci: -ci[0]):
         i = load.index(min(load))
         groups[i].append(item)
-        load[i] += recipe_cost(item[0])
+        load[i] += cost
     order = {it[0].recipe.id: k for k, it in enumerate(pending)}
     return [sorted(g, key=lambda it: order[it[0].recipe.id]) for g in groups if g]
 
@@ -157,7 +156,7 @@ def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[Resolve
     if note and on_event is not None:
         on_event({"event": "note", "message": note})
     groups = plan_workers(pending, workers)
-    runs: dict[str, WorkerRun] = {}
+    runs: list[WorkerRun | None] = [None] * len(groups)
     lock = threading.Lock()
 
     def events(event: dict) -> None:
@@ -168,10 +167,9 @@ def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[Resolve
     def start(index: int, group: list[tuple[ResolvedRecipe, VariantManifest]]) -> None:
         suffix = f"-{index}" if len(groups) > 1 else ""
         job = _job(rundir, base, group, settings)
-        run = run_worker(settings.quantize_python, "quantize_worker", job, rundir.root / "jobs" / f"quantize{suffix}.json",
-                         rundir.logs_dir / f"quantize{suffix}.log", on_line=events)
-        for resolved, _ in group:
-            runs[resolved.recipe.id] = run
+        runs[index] = run_worker(settings.quantize_python, "quantize_worker", job,
+                                 rundir.root / "jobs" / f"quantize{suffix}.json", rundir.logs_dir / f"quantize{suffix}.log",
+                                 on_line=events)
 
     if len(groups) == 1:
         start(0, groups[0])
@@ -179,7 +177,7 @@ def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[Resolve
         with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="quantize") as pool:
             for future in [pool.submit(start, i, g) for i, g in enumerate(groups)]:
                 future.result()
-    _collect(rundir, pending, runs, outcomes, groups)
+    _collect(rundir, groups, runs, outcomes)
 
 
 def _job(rundir: RunDir, base: BaseManifest, group: list[tuple[ResolvedRecipe, VariantManifest]],
@@ -208,12 +206,13 @@ def _job(rundir: RunDir, base: BaseManifest, group: list[tuple[ResolvedRecipe, V
     return job
 
 
-def _collect(rundir: RunDir, pending: list[tuple[ResolvedRecipe, VariantManifest]], runs: dict[str, WorkerRun],
-             outcomes: dict[str, QuantizeOutcome], groups: list[list[tuple[ResolvedRecipe, VariantManifest]]]) -> None:
-    for resolved, manifest in pending:
+def _collect(rundir: RunDir, groups: list[list[tuple[ResolvedRecipe, VariantManifest]]], runs: list[WorkerRun],
+             outcomes: dict[str, QuantizeOutcome]) -> None:
+    group_of = {r.recipe.id: i for i, g in enumerate(groups) for r, _ in g}
+    for resolved, manifest in (item for g in groups for item in g):
         vid = resolved.recipe.id
-        run = runs[vid]
-        others = [r.recipe.id for g in groups if all(x.recipe.id != vid for x, _ in g) for r, _ in g]
+        run = runs[group_of[vid]]
+        others = [other for other, i in group_of.items() if i != group_of[vid]]  # on the device at the same time
         result_path = rundir.variant_dir(vid) / "quantize-result.json"
         result = json.loads(result_path.read_text()) if result_path.is_file() else None
         if result and result.get("status") == "done":

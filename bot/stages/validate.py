@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -172,7 +171,8 @@ class ModelValidation:
         size = self.settings.validate.batch_size
         return CPU_BATCH_SIZE if self.plan.device == "cpu" and size == "auto" else size
 
-    def _call(self, module: str, kind: str, job: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, module: str, kind: str, job: dict[str, Any], rec: ValidateRecord, timing: str) -> dict[str, Any]:
+        """Run one worker; on success its wall time goes into `rec.timings[timing]`."""
         job_path, result_path, log_path = self._paths(kind)
         result_path.unlink(missing_ok=True)
         job["result_path"] = str(result_path)
@@ -187,6 +187,7 @@ class ModelValidation:
             raise WorkerFailed(f"{module} could not start: {exc}", hint) from None
         result = _read_json(result_path)
         if result.get("status") == "done":
+            rec.timings[timing] = round(run.seconds, 2)
             return result
         tail = _useful_tail(run.log_tail(200)) if run else ""
         code = run.returncode if run else None
@@ -200,9 +201,7 @@ class ModelValidation:
                "trust_remote_code": self.trust, "seed": 0}
         on = f", tp={self.tensor_parallel().size}" if self.tensor_parallel().size > 1 else ""
         self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend}{on})"})
-        started = time.perf_counter()
-        res = self._call("validate_worker", "validate", job)
-        rec.timings["runtime_worker"] = round(time.perf_counter() - started, 2)
+        res = self._call("validate_worker", "validate", job, rec, "runtime_worker")
         load = dict(res.get("load") or {})
         rec.load = LoadCheck.model_validate(load)
         rec.hardware = Hardware.model_validate(res["hardware"]) if res.get("hardware") else None
@@ -226,10 +225,8 @@ class ModelValidation:
                "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
         self.on_event("phase", {"model": self.name, "phase": f"lm-eval {','.join(self.plan.tasks)}"})
         acc = AccuracyRecord(limit=self.plan.limit, num_fewshot=self.plan.num_fewshot, backend=self.plan.backend)
-        started = time.perf_counter()
         try:
-            res = self._call("lmeval_worker", "lmeval", job)
-            rec.timings["lmeval_worker"] = round(time.perf_counter() - started, 2)
+            res = self._call("lmeval_worker", "lmeval", job, rec, "lmeval_worker")
         except WorkerFailed as exc:
             acc.error = str(exc).splitlines()[0][:500]
             rec.accuracy = acc

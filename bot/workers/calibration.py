@@ -71,6 +71,7 @@ class CalibrationCache:
             "source": self._source, "split": self._split, "samples": len(texts), "seq_len": seq_len,
             "seed": int(self.spec.get("seed", 42)), "fingerprint": f"sha256:{digest}",
             "chat_template_applied": templated, "tokens": int(sum(len(x) for x in enc["input_ids"])),
+            "batch_size": int(self.spec.get("batch_size") or 1),
         }
         self._cache[key] = (ds, info)
         return ds, info

@@ -126,10 +126,8 @@ def quantize_one(master, tokenizer, cal: CalibrationCache | None, job: dict[str,
         with phases("calibration_data"):  # cached per (samples, seq_len): near zero after the first recipe
             ds, cal_info = cal.get(int(variant["samples"]), int(variant["seq_len"]))
         kwargs.update(dataset=ds, num_calibration_samples=cal_info["samples"], max_seq_length=cal_info["seq_len"])
-        batch = int(job["calibration"].get("batch_size") or 1)
-        if batch > 1:  # rows already shuffled with the seed: llm-compressor groups them by length for batching
-            kwargs.update(batch_size=batch, shuffle_calibration_samples=False)
-        cal_info = {**cal_info, "batch_size": batch}
+        if cal_info["batch_size"] > 1:  # rows already shuffled with the seed: llm-compressor groups them by length
+            kwargs.update(batch_size=cal_info["batch_size"], shuffle_calibration_samples=False)
     elif device == "cuda" and fits_on_gpu(_param_bytes(model), torch.cuda.mem_get_info()[0]):
         with phases("to_gpu"):
             model.to("cuda")  # data-free: quantize the weights where they are fast to read
@@ -180,8 +178,7 @@ def main(argv: list[str]) -> int:
     master = AutoModelForCausalLM.from_pretrained(job["model_path"], dtype="auto", trust_remote_code=trust,
                                                   use_safetensors=True)
     master.eval()
-    load_s = round(time.perf_counter() - started, 2)
-    common["worker_load_s"] = load_s  # the base is read once per worker, for all its variants
+    load_s = round(time.perf_counter() - started, 2)  # the base is read once per worker, for all its variants
     emit("loaded", seconds=load_s)
     cal = CalibrationCache(job["calibration"], tokenizer) if job.get("calibration") else None
     failures = 0
@@ -189,6 +186,7 @@ def main(argv: list[str]) -> int:
         emit("start", variant=variant["recipe_id"])
         try:
             result = quantize_one(master, tokenizer, cal, job, variant, device)
+            result["timings"]["worker_load_base"] = load_s
         except Exception as exc:  # noqa: BLE001 - one variant's failure is recorded, the others go on
             failures += 1
             tb = traceback.format_exc(limit=8)
