@@ -10,6 +10,8 @@
 #               iterations): the per-layer time that extrapolates to the full model
 #            A  Qwen3-1.7B shape, all six recipes (64 x 512 bundled chats)
 #            C  SmolLM2 (real weights), all six recipes (64 x 512 bundled chats)
+#            B  8B truncated, GPTQ at calibration batch $B_BATCH (compare with T's GPTQ at $CAL_BATCH, run alongside)
+#          Without F, each small run (C, A) goes straight on into its validation (vc, va) as soon as it is done.
 #   v8     8B: base + six variants in vLLM with CUDA graphs (the default), alone on the GPU: load, generations,
 #          batch-1 and batched speed; no accuracy (random weights)
 #   card   `bot card` for the 8B run (the example card)
@@ -32,6 +34,11 @@ F_WORKERS="${F_WORKERS:-2}"         # parallel quantize workers for the full-sha
 T_WORKERS="${T_WORKERS:-2}"
 F_RECIPES="${F_RECIPES:-}"          # e.g. "nvfp4 w4a16-autoround": only these recipes (default: all six)
 T_RECIPES="${T_RECIPES:-}"
+T_SAMPLES="${T_SAMPLES:-}"          # empty: the recipes' default calibration (the smoke test sets a few)
+S_RECIPES="${S_RECIPES:-}"          # recipes for the small runs C and A (default: all six)
+S_WORKERS="${S_WORKERS:-2}"
+B_BATCH="${B_BATCH:-8}"
+F_DEADLINE="${F_DEADLINE:-0}"       # seconds: stop the full-shape quantize then (complete variants stay), 0 = never
 CAL_BATCH="${CAL_BATCH:-1}"         # bot quantize --calibration-batch-size for the 8B runs
 GRACE="${GRACE:-45}"
 SHAPE8="${SHAPE8:-llama-3.1-8b}"
@@ -54,6 +61,7 @@ CAL="$ROOT/bot/data/calibration.jsonl"
 LONG="$WORK/long-calibration.jsonl"
 M8="$WORK/models/Llama-3.1-8B-shape"
 M8T="$FAST/models/Llama-3.1-8B-shape-${TRUNC_LAYERS}L"
+M8B="$FAST/models/Llama-3.1-8B-shape-${TRUNC_LAYERS}L-batch${B_BATCH}"  # a copy: its own run directory
 M17="$FAST/models/Qwen3-1.7B-shape"
 MS="$FAST/models/SmolLM2-135M-Instruct"
 want() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -75,49 +83,22 @@ if want build; then
   B=("$WORK/bin/py-quantize" -m bot.workers.build_model)
   "$WORK/bin/py-quantize" "$ROOT/benchmarks/gpu/long_calibration.py" "$LONG" > "$WORK/out/build.txt" 2>&1
   if [ "$SHAPE8" = tiny ]; then  # CPU smoke test of this script
-    [ -d "$M8" ] || "${B[@]}" tiny "$M8" --layers 4 >> "$WORK/out/build.txt" 2>&1
-    [ -d "$M8T" ] || "${B[@]}" tiny "$M8T" --layers "$TRUNC_LAYERS" >> "$WORK/out/build.txt" 2>&1
+    job F && { [ -d "$M8" ] || "${B[@]}" tiny "$M8" --layers 4 >> "$WORK/out/build.txt" 2>&1; }
+    job T || job B && { [ -d "$M8T" ] || "${B[@]}" tiny "$M8T" --layers "$TRUNC_LAYERS" >> "$WORK/out/build.txt" 2>&1; }
   else
-    [ -d "$M8" ] || "${B[@]}" shape "$M8" --shape "$SHAPE8" >> "$WORK/out/build.txt" 2>&1
-    [ -d "$M8T" ] || "${B[@]}" shape "$M8T" --shape "$SHAPE8" --layers "$TRUNC_LAYERS" >> "$WORK/out/build.txt" 2>&1
+    job F && { [ -d "$M8" ] || "${B[@]}" shape "$M8" --shape "$SHAPE8" >> "$WORK/out/build.txt" 2>&1; }
+    job T || job B && { [ -d "$M8T" ] || "${B[@]}" shape "$M8T" --shape "$SHAPE8" --layers "$TRUNC_LAYERS" \
+      >> "$WORK/out/build.txt" 2>&1; }
   fi
-  job A && { [ -d "$M17" ] || "${B[@]}" shape "$M17" --shape qwen3-1.7b >> "$WORK/out/build.txt" 2>&1; }
+  job B && { [ -d "$M8B" ] || cp -r "$M8T" "$M8B"; }
+  if [ "$SHAPE8" = tiny ]; then
+    job A && { [ -d "$M17" ] || "${B[@]}" tiny "$M17" --layers 2 >> "$WORK/out/build.txt" 2>&1; }
+  else
+    job A && { [ -d "$M17" ] || "${B[@]}" shape "$M17" --shape qwen3-1.7b >> "$WORK/out/build.txt" 2>&1; }
+  fi
   job C && { [ -d "$MS" ] || "${B[@]}" smollm2 "$MS" >> "$WORK/out/build.txt" 2>&1; }
-  du -sb "$WORK"/models/* >> "$WORK/out/build.txt" 2>&1
+  du -sb "$WORK"/models/* "$FAST"/models/* >> "$WORK/out/build.txt" 2>&1
   log "build done"
-fi
-
-rflags() { for r in "$@"; do printf -- '-r %s ' "$r"; done; }
-q() {  # name, OMP threads, then `bot quantize` arguments; its pid is kept so that it can be stopped for v8
-  local name=$1 threads=$2; shift 2
-  OMP_NUM_THREADS=$threads "${BOT[@]}" quantize "$@" --device "$DEVICE" >> "$WORK/out/quant-$name.txt" 2>&1 &
-  echo $! > "$WORK/pid-$name"; wait $!; log "quant $name rc=$?"
-}
-
-if want quant; then
-  cat > "$WORK/speed-recipes.yaml" <<EOF
-# Full-shape checkpoints for served speed: fewer AutoRound iterations (format and shapes are unchanged).
-overrides:
-  w4a16-autoround: {iters: $F_AR_ITERS, lr: 0.005}
-EOF
-  log "quant: $QUANT_JOBS (F: 8B full, $F_SAMPLES samples; T: 8B ${TRUNC_LAYERS} layers, recipe defaults)"
-  job F && { q F 4 "$M8" --workers "$F_WORKERS" --samples "$F_SAMPLES" --calibration "$LONG" \
-               --calibration-batch-size "$CAL_BATCH" --recipes-file "$WORK/speed-recipes.yaml" $(rflags $F_RECIPES) & }
-  PF=$!
-  job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" \
-               --calibration-batch-size "$CAL_BATCH" $(rflags $T_RECIPES) & }
-  { job C && q C 3 "$MS" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"
-    job A && q A 3 "$M17" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"; } &
-  if job F; then
-    wait "$PF"
-    # The served-speed run needs the GPU to itself: the other quantize jobs get GRACE seconds to finish, then are
-    # stopped (complete variants stay complete) and resumed by `bot quantize` after the 8B validation.
-    for _ in $(seq "$GRACE"); do jobs -r | grep -q . || break; sleep 1; done
-    for name in T C A; do
-      pid=$(cat "$WORK/pid-$name" 2>/dev/null) && kill -0 "$pid" 2>/dev/null && { kill "$pid"; log "quant $name stopped for v8"; }
-    done
-  fi
-  wait; log "quant done"
 fi
 
 validate() {  # name, model dir, extra env..., then -- bot validate arguments
@@ -130,6 +111,69 @@ validate() {  # name, model dir, extra env..., then -- bot validate arguments
   log "$name rc=$?"
 }
 
+validate_a() {
+  validate va "$M17" BOT_VALIDATE__SPEED__ENFORCE_EAGER=true BOT_VALIDATE__SPEED__GPU_MEMORY_UTILIZATION=0.45 \
+    -- --tasks none
+}
+validate_c() {
+  validate vc "$MS" BOT_VALIDATE__SPEED__ENFORCE_EAGER=true BOT_VALIDATE__SPEED__GPU_MEMORY_UTILIZATION=0.3 \
+    -- --tasks bot_mc_facts,bot_wikitext_mini
+}
+rflags() { for r in "$@"; do printf -- '-r %s ' "$r"; done; }
+q() {  # name, OMP threads, then `bot quantize` arguments; its pid is kept so that it can be stopped for v8
+  local name=$1 threads=$2; shift 2
+  OMP_NUM_THREADS=$threads "${BOT[@]}" quantize "$@" --device "$DEVICE" >> "$WORK/out/quant-$name.txt" 2>&1 &
+  echo $! > "$WORK/pid-$name"; wait $!; log "quant $name rc=$?"
+}
+
+small() {  # C or A: quantize, then (without F) straight on into its validation
+  local name=$1 model=$2
+  job "$name" && q "$name" 3 "$model" --runs-dir "$FAST/runs" --workers "$S_WORKERS" --samples 64 --seq-len 512 \
+    --calibration "$CAL" $(rflags $S_RECIPES)
+  job F && return 0
+  [ "$name" = C ] && want vc && validate_c
+  [ "$name" = A ] && want va && validate_a
+  return 0
+}
+
+if want quant; then
+  cat > "$WORK/speed-recipes.yaml" <<EOF
+# Full-shape checkpoints for served speed: fewer AutoRound iterations (format and shapes are unchanged).
+overrides:
+  w4a16-autoround: {iters: $F_AR_ITERS, lr: 0.005}
+EOF
+  log "quant: $QUANT_JOBS (F: 8B full, $F_SAMPLES samples; T: 8B ${TRUNC_LAYERS} layers, recipe defaults)"
+  tflags=(); [ -n "$T_SAMPLES" ] && tflags=(--samples "$T_SAMPLES")
+  job F && { q F 4 "$M8" --workers "$F_WORKERS" --samples "$F_SAMPLES" --calibration "$LONG" \
+               --calibration-batch-size "$CAL_BATCH" --recipes-file "$WORK/speed-recipes.yaml" $(rflags $F_RECIPES) &
+             PF=$!; }
+  job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" "${tflags[@]}" \
+               --calibration-batch-size "$CAL_BATCH" $(rflags $T_RECIPES) & }
+  job B && { q B 3 "$M8B" --runs-dir "$FAST/runs" --calibration "$LONG" "${tflags[@]}" \
+               --calibration-batch-size "$B_BATCH" -r w4a16-gptq & }
+  if job F; then
+    { small C "$MS"; small A "$M17"; } &
+    if [ "$F_DEADLINE" -gt 0 ]; then
+      ( sleep "$F_DEADLINE"; pid=$(cat "$WORK/pid-F" 2>/dev/null) && kill -0 "$pid" 2>/dev/null \
+          && { kill "$pid"; log "quant F stopped at its deadline (${F_DEADLINE}s)"; } ) &
+      PW=$!
+    fi
+    wait "$PF"
+    [ -n "${PW:-}" ] && kill "$PW" 2>/dev/null
+    # The served-speed run needs the GPU to itself: the other quantize jobs get GRACE seconds to finish, then are
+    # stopped (complete variants stay complete) and resumed by `bot quantize` after the 8B validation.
+    for _ in $(seq "$GRACE"); do jobs -r | grep -q . || break; sleep 1; done
+    for name in T B C A; do
+      pid=$(cat "$WORK/pid-$name" 2>/dev/null) && kill -0 "$pid" 2>/dev/null && { kill "$pid"; log "quant $name stopped for v8"; }
+    done
+  else
+    CHAINED=1
+    small C "$MS" &
+    small A "$M17" &
+  fi
+  wait; log "quant done"
+fi
+
 want v8 && validate v8 "$M8" BOT_VALIDATE__SPEED__ENFORCE_EAGER=false -- --tasks none
 if want card; then
   run=$(run_of "$M8")
@@ -139,14 +183,16 @@ if want resume; then  # what was stopped for v8: `bot quantize` skips the comple
   log "resume: T and A/C quantize (timings now share the GPU with the small validations)"
   job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" \
                --calibration-batch-size "$CAL_BATCH" $(rflags $T_RECIPES) & }
-  job C && q C 3 "$MS" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"
-  job A && q A 3 "$M17" --runs-dir "$FAST/runs" --samples 64 --seq-len 512 --calibration "$CAL"
+  job B && { q B 3 "$M8B" --runs-dir "$FAST/runs" --calibration "$LONG" --calibration-batch-size "$B_BATCH" \
+               -r w4a16-gptq & }
+  small C "$MS"
+  small A "$M17"
 fi
 # The two small runs share the GPU (their speed figures are labelled as such); the 8B speed above ran alone.
-want va && validate va "$M17" BOT_VALIDATE__SPEED__ENFORCE_EAGER=true BOT_VALIDATE__SPEED__GPU_MEMORY_UTILIZATION=0.45 \
-  -- --tasks none &
-want vc && validate vc "$MS" BOT_VALIDATE__SPEED__ENFORCE_EAGER=true BOT_VALIDATE__SPEED__GPU_MEMORY_UTILIZATION=0.3 \
-  -- --tasks bot_mc_facts,bot_wikitext_mini &
+if [ -z "${CHAINED:-}" ]; then
+  want va && validate_a &
+  want vc && validate_c &
+fi
 wait
 
 log "ALL DONE ($PHASES)"
