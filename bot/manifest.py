@@ -200,6 +200,7 @@ class Comparison(_Rec):
     speedup_batch1: float | None = None
     speedup_batched: float | None = None
     size_ratio: float | None = None
+    base_validated_at: str | None = None  # the base measurement these ratios were taken against
 
 
 class GateDecision(_Rec):

@@ -111,6 +111,8 @@ def validate(
             elif event == "model-end":
                 progress.advance(bar)
                 console.log(f"{model}: {data['state']}")
+            elif event == "recompared":
+                console.log(f"{model}: ratios and gate taken again against the base measured {data['base_validated_at']}")
 
         with rundir.lock(settings.lock_ttl_s, owner="validate"):
             records = validate_run(rundir, settings, variant or None, force, on_event=on_event)

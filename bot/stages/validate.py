@@ -404,4 +404,26 @@ def validate_run(rundir: RunDir, settings: Settings, variants: list[str] | None 
     base = _validate_base(rundir, settings, plan, force, emit)
     base_path = Path(base_manifest.base.path)
     trust = base_manifest.base.trust_remote_code
-    return [_validate_variant(rundir, settings, plan, v, base, base_path, trust, force, emit) for v in selected]
+    records = [_validate_variant(rundir, settings, plan, v, base, base_path, trust, force, emit) for v in selected]
+    for variant in available:
+        if variant not in selected:
+            _recompare(rundir, settings, variant, base, base_path, emit)
+    return records
+
+
+def _recompare(rundir: RunDir, settings: Settings, variant: str, base: ValidateRecord, base_path: Path,
+               emit: EventFn) -> None:
+    """A variant left out of this call keeps its measurements, but its ratios and gate were taken against an
+    earlier base measurement when the base was just measured again (`--force -v X`): taken again against the
+    base the run now holds, so that a card never pairs the new base with ratios from the old one."""
+    manifest = rundir.read_variant(variant)
+    rec = manifest.validate_ if manifest is not None else None
+    if rec is None or rec.status != Status.done or rec.comparison is None:
+        return
+    if rec.comparison.base_validated_at == base.validated_at:
+        return
+    rec.comparison = compare(base, rec, weights_size(base_path), weights_size(rundir.model_dir(variant)))
+    rec.gate = decide_gate(rec, rec.comparison, gate_threshold(variant, recipe_for(manifest, settings), settings.gate),
+                           settings.gate)
+    rundir.write_variant(manifest)
+    emit("recompared", {"model": variant, "base_validated_at": base.validated_at})

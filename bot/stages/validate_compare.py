@@ -88,7 +88,8 @@ def compare(base: ValidateRecord | None, variant: ValidateRecord, base_size: int
     b1, bt = speedups(base, variant)
     ratio = round(variant_size / base_size, 4) if base_size and variant_size else None
     return Comparison(recovery=rec, mean_recovery=round(fmean(rec.values()), 2) if rec else None,
-                      speedup_batch1=b1, speedup_batched=bt, size_ratio=ratio)
+                      speedup_batch1=b1, speedup_batched=bt, size_ratio=ratio,
+                      base_validated_at=base.validated_at if base is not None else None)
 
 
 # ---------------------------------------------------------------- hardware

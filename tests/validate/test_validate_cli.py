@@ -181,3 +181,28 @@ def test_worker_killed_without_result(tiny_validated, tmp_path, capsys):
     assert "was killed (SIGKILL: out of memory?) and wrote no result" in base.error
     assert "about to die" in base.error  # the log tail
     assert "error: validate failed: base model: lmeval_worker: was killed (SIGKILL" in capsys.readouterr().err
+
+
+def test_force_one_variant_keeps_the_others_consistent(tiny_validated, tmp_path, capsys):
+    """`--force -v X` measures the base again; a variant left out keeps its measurements but its ratios and gate
+    are taken again against the new base, so no card pairs the new base with ratios from the old one."""
+    rundir = copy_run(tiny_validated[0], tmp_path)
+    old_base = rundir.read_base().validate_
+    kept_before = rundir.read_variant("w4a16-gptq").validate_
+    assert kept_before.comparison.base_validated_at == old_base.validated_at
+
+    assert run_cli(["validate", str(rundir.root), "--limit", "20", "--force", "-v", "fp8-dynamic"]) == 0
+    err = capsys.readouterr().err
+    base = rundir.read_base().validate_
+    assert base.validated_at != old_base.validated_at  # measured again
+    forced = rundir.read_variant("fp8-dynamic").validate_
+    assert forced.comparison.base_validated_at == base.validated_at
+    kept = rundir.read_variant("w4a16-gptq").validate_
+    assert kept.finished_at == kept_before.finished_at and kept.speed == kept_before.speed  # not measured again
+    assert kept.comparison.base_validated_at == base.validated_at
+    assert kept.comparison.speedup_batch1 == round(
+        kept.speed.batch1.decode_tokens_per_s / base.speed.batch1.decode_tokens_per_s, 3)
+    assert kept.gate is not None and "w4a16-gptq: ratios and gate taken again" in " ".join(err.split())
+
+    assert run_cli(["validate", str(rundir.root), "--limit", "20"]) == 0  # nothing stale: nothing redone
+    assert "taken again" not in capsys.readouterr().err
