@@ -29,6 +29,7 @@ from bot.manifest import (
 from bot.recipes import Recipe, load_recipes
 from bot.rundir import RunDir
 from bot.stages.parallel import GIB, ModelShape, TPChoice, choose_tp, kv_dtype_bytes
+from bot.stages.engine_errors import explain_load_error
 from bot.stages.validate_compare import compare, decide_gate, gate_threshold, hardware_compat
 from bot.workers.validate_common import resolve_max_model_len
 
@@ -203,6 +204,8 @@ class ModelValidation:
         self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend}{on})"})
         res = self._call("validate_worker", "validate", job, rec, "runtime_worker")
         load = dict(res.get("load") or {})
+        if load.get("ok") is False:
+            load["error"] = explain_load_error(load.get("error"), self._paths("validate")[2])
         rec.load = LoadCheck.model_validate(load)
         rec.hardware = Hardware.model_validate(res["hardware"]) if res.get("hardware") else None
         rec.versions.update(res.get("versions") or {})
