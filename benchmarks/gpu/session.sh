@@ -15,9 +15,9 @@
 #   v8     8B: base + six variants in vLLM with CUDA graphs (the default), alone on the GPU: load, generations,
 #          batch-1 and batched speed; no accuracy (random weights)
 #   card   `bot card` for the 8B run (the example card)
-#   va     Qwen3-1.7B shape: base + six variants in vLLM (enforce_eager), no accuracy   } at the same time,
-#   vc     SmolLM2: base + six variants in vLLM (enforce_eager) + lm-eval's vLLM       } sharing the GPU
-#          backend on the bundled tasks
+#   va     Qwen3-1.7B shape: base + six variants in vLLM (enforce_eager), no accuracy
+#   vc     SmolLM2: base + six variants in vLLM (enforce_eager) + lm-eval's vLLM backend on the bundled tasks
+#          (validations queue on a lock: one vLLM start-up at a time; VALIDATE_ONE_AT_A_TIME=0 lets them overlap)
 # Results (manifests, logs, console output, cards) go under $WORK (collect with benchmarks/gpu/collect.sh).
 # Needs the offline kit installed (/tmp/site-serve, /tmp/site-quantize) and SmolLM2's GGUF under /tmp/smolpkg.
 set -uo pipefail
@@ -107,7 +107,10 @@ validate() {  # name, model dir, extra env..., then -- bot validate arguments
   local run; run=$(run_of "$model")
   [ -n "$run" ] || { log "$name: no run directory for $model"; return 1; }
   log "$name: bot validate $run $*"
-  env "${envs[@]}" "${BOT[@]}" validate "$run" --backend "$BACKEND" "$@" > "$WORK/out/$name.txt" 2>&1
+  # One vLLM start-up at a time: two engines profiling GPU memory at once spoil each other's profile (2026-11-24:
+  # "Available KV cache memory: -8.27 GiB"), so validations queue on a lock while quantize jobs go on.
+  local lock=(); command -v flock > /dev/null && [ "${VALIDATE_ONE_AT_A_TIME:-1}" = 1 ] && lock=(flock "$WORK/validate.lock")
+  "${lock[@]}" env "${envs[@]}" "${BOT[@]}" validate "$run" --backend "$BACKEND" "$@" > "$WORK/out/$name.txt" 2>&1
   log "$name rc=$?"
 }
 

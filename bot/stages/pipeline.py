@@ -67,7 +67,7 @@ def publish_model(
     from bot.clients.hub import open_target
     from bot.ledger import Ledger
     from bot.stages.card import render_card, render_collection
-    from bot.stages.publish import publish_collection, publish_variant
+    from bot.stages.publish import publish_collection
     from bot.stages.quantize import quantize_run
     from bot.stages.validate import validate_run
 

@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import ValidationError
 
 from bot.clients.process import WorkerRun, exit_reason, run_worker
-from bot.clients.serve_env import ServeEnv, choose_backend, probe, speed_label
-from bot.config import Settings, ValidateSettings
+from bot.config import Settings
 from bot.errors import BotError, ModelError, StageError
 from bot.manifest import (
     AccuracyRecord, Generation, Hardware, LoadCheck, SpeedRecord, Status, TaskScore, ValidateRecord,
@@ -30,50 +28,14 @@ from bot.recipes import Recipe, load_recipes
 from bot.rundir import RunDir
 from bot.stages.parallel import GIB, ModelShape, TPChoice, choose_tp, kv_dtype_bytes
 from bot.stages.engine_errors import explain_load_error
+from bot.stages.validate_plan import Plan, is_current, plan_for, runtime_matches
 from bot.stages.validate_compare import compare, decide_gate, gate_threshold, hardware_compat
 from bot.workers.validate_common import resolve_max_model_len
 
-BUNDLED_TASKS_DIR = Path(__file__).resolve().parent.parent / "data" / "tasks"
-BUNDLED_TASKS = ["bot_mc_facts", "bot_wikitext_mini"]
-# Speed on CPU is a smoke measurement: tiny lengths, labelled "CPU", never compared with GPU figures.
-CPU_SPEED = {"batch1_input_len": 32, "batch1_output_len": 16, "batch1_runs": 2, "batched_input_len": 32,
-             "batched_output_len": 16, "batched_num_prompts": 4}
 CPU_BATCH_SIZE = 8
 _PROGRESS = re.compile(r"\d+%\|.*\||it/s\]|s/it\]")
 BASE = "base"
 EventFn = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything decided once per `bot validate` call."""
-
-    backend: str
-    device: str
-    label: str
-    tasks: list[str]
-    limit: int | None
-    num_fewshot: int | None
-    include_paths: list[str]
-    env: ServeEnv
-    prompts: list[str]
-    max_new_tokens: int
-    speed: dict[str, Any]  # what the validate worker is asked for (capped on CPU)
-
-
-def plan_for(settings: Settings) -> Plan:
-    v = settings.validate
-    env = probe(settings.serve_python)
-    backend, device = choose_backend(v.backend, env, settings.device)
-    tasks = list(v.tasks)
-    if device == "cpu" and tasks == ValidateSettings().tasks:
-        tasks = list(BUNDLED_TASKS)  # the GPU suite is hours on a CPU; CI and laptops get the bundled tasks
-    includes = [str(BUNDLED_TASKS_DIR)] + ([str(Path(v.include_path).resolve())] if v.include_path else [])
-    speed = v.speed.model_dump()
-    if device == "cpu":
-        speed.update({k: min(int(speed[k]), cap) for k, cap in CPU_SPEED.items()})
-    return Plan(backend, device, speed_label(backend, device), tasks, v.limit, v.num_fewshot, includes, env,
-                list(v.prompts), v.max_new_tokens, speed)
 
 
 # ---------------------------------------------------------------- helpers
@@ -94,31 +56,6 @@ def recipe_for(manifest: VariantManifest, settings: Settings) -> Recipe | None:
         return load_recipes(settings.recipes_file).get(manifest.variant)
     except BotError:
         return None
-
-
-def _eval_matches(acc: AccuracyRecord | None, plan: Plan) -> bool:
-    if not plan.tasks:  # accuracy not requested (`--tasks none`): nothing to redo
-        return True
-    return (acc is not None and acc.error is None and acc.backend == plan.backend and acc.limit == plan.limit
-            and acc.num_fewshot == plan.num_fewshot and sorted(t.task for t in acc.tasks) == sorted(plan.tasks))
-
-
-def _runtime_matches(rec: ValidateRecord | None, plan: Plan) -> bool:
-    """Load, generations and speed were measured as this plan would measure them."""
-    return (rec is not None and rec.backend == plan.backend and rec.load is not None and rec.load.ok
-            and rec.speed is not None and rec.speed.label == plan.label
-            and rec.speed.settings.get("requested") == plan.speed
-            and [g.prompt for g in rec.generations] == plan.prompts)
-
-
-def is_current(rec: ValidateRecord | None, plan: Plan) -> bool:
-    """Done with the same backend and the same measurements: nothing to redo. A model that did not load stays
-    rejected until --force."""
-    if rec is None or rec.status != Status.done or rec.backend != plan.backend:
-        return False
-    if rec.load is not None and not rec.load.ok:
-        return True
-    return _runtime_matches(rec, plan) and _eval_matches(rec.accuracy, plan)
 
 
 class WorkerFailed(Exception):
@@ -301,7 +238,7 @@ def _fresh_or_resumed(kind: type, prev: ValidateRecord | None, plan: Plan, force
     """A new record (forced, or none yet), or a copy of the last one to resume; whether its load/speed measurement
     can be kept (same runtime settings) so that only lm-eval runs again."""
     rec = kind() if force or prev is None else prev.model_copy(deep=True)
-    return rec, not force and _runtime_matches(prev, plan)
+    return rec, not force and runtime_matches(prev, plan)
 
 
 def _measure(work: ModelValidation, rec: ValidateRecord, reuse: bool) -> WorkerFailed | None:

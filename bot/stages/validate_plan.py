@@ -1,0 +1,79 @@
+"""What one `bot validate` call measures (its plan), and whether an earlier measurement already is that.
+
+The plan is decided once per call from the settings and the serve environment; `is_current` compares a stored
+record with it, so that a rerun skips what is done, resumes what is half done and redoes what was measured
+differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.clients.serve_env import ServeEnv, choose_backend, probe, speed_label
+from bot.config import Settings, ValidateSettings
+from bot.manifest import AccuracyRecord, Status, ValidateRecord
+
+BUNDLED_TASKS_DIR = Path(__file__).resolve().parent.parent / "data" / "tasks"
+BUNDLED_TASKS = ["bot_mc_facts", "bot_wikitext_mini"]
+# Speed on CPU is a smoke measurement: tiny lengths, labelled "CPU", never compared with GPU figures.
+CPU_SPEED = {"batch1_input_len": 32, "batch1_output_len": 16, "batch1_runs": 2, "batched_input_len": 32,
+             "batched_output_len": 16, "batched_num_prompts": 4}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided once per `bot validate` call."""
+
+    backend: str
+    device: str
+    label: str
+    tasks: list[str]
+    limit: int | None
+    num_fewshot: int | None
+    include_paths: list[str]
+    env: ServeEnv
+    prompts: list[str]
+    max_new_tokens: int
+    speed: dict[str, Any]  # what the validate worker is asked for (capped on CPU)
+
+
+def plan_for(settings: Settings) -> Plan:
+    v = settings.validate
+    env = probe(settings.serve_python)
+    backend, device = choose_backend(v.backend, env, settings.device)
+    tasks = list(v.tasks)
+    if device == "cpu" and tasks == ValidateSettings().tasks:
+        tasks = list(BUNDLED_TASKS)  # the GPU suite is hours on a CPU; CI and laptops get the bundled tasks
+    includes = [str(BUNDLED_TASKS_DIR)] + ([str(Path(v.include_path).resolve())] if v.include_path else [])
+    speed = v.speed.model_dump()
+    if device == "cpu":
+        speed.update({k: min(int(speed[k]), cap) for k, cap in CPU_SPEED.items()})
+    return Plan(backend, device, speed_label(backend, device), tasks, v.limit, v.num_fewshot, includes, env,
+                list(v.prompts), v.max_new_tokens, speed)
+
+
+def eval_matches(acc: AccuracyRecord | None, plan: Plan) -> bool:
+    if not plan.tasks:  # accuracy not requested (`--tasks none`): nothing to redo
+        return True
+    return (acc is not None and acc.error is None and acc.backend == plan.backend and acc.limit == plan.limit
+            and acc.num_fewshot == plan.num_fewshot and sorted(t.task for t in acc.tasks) == sorted(plan.tasks))
+
+
+def runtime_matches(rec: ValidateRecord | None, plan: Plan) -> bool:
+    """Load, generations and speed were measured as this plan would measure them."""
+    return (rec is not None and rec.backend == plan.backend and rec.load is not None and rec.load.ok
+            and rec.speed is not None and rec.speed.label == plan.label
+            and rec.speed.settings.get("requested") == plan.speed
+            and [g.prompt for g in rec.generations] == plan.prompts)
+
+
+def is_current(rec: ValidateRecord | None, plan: Plan) -> bool:
+    """Done with the same backend and the same measurements: nothing to redo. A model that did not load stays
+    rejected until --force."""
+    if rec is None or rec.status != Status.done or rec.backend != plan.backend:
+        return False
+    if rec.load is not None and not rec.load.ok:
+        return True
+    return runtime_matches(rec, plan) and eval_matches(rec.accuracy, plan)
