@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sys
 from pathlib import Path
@@ -64,7 +65,11 @@ def main() -> None:
     data = {"host": platform.processor() or platform.machine(), "torch": torch.__version__,
             "base_perplexity": perplexity(model), "activations": activations(model), "variants": variants}
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
-    lines = [f"Base perplexity on tests/data/eval.txt: {data['base_perplexity']} (fp32, torch {data['torch']}).\n",
+    lines = ["# AutoRound on SmolLM2-135M-Instruct (CPU): format vs tuning\n",
+             f"Written by `bash benchmarks/autoround_probe.sh` on {platform.machine()} "
+             f"({os.cpu_count()} cores), torch {data['torch']}, fp32; `bot quantize` with the AutoRound recipe "
+             "overridden as in the table.\n",
+             f"Base perplexity on tests/data/eval.txt: {data['base_perplexity']}.\n",
              "| AutoRound iters | lr | group | calibration | device | quantize (s) | perplexity | vs base |",
              "|---|---|---|---|---|---|---|---|"]
     for v in variants:
