@@ -76,7 +76,7 @@ def main() -> None:
         lines.append(f"| {v['iters']} | {v['lr']} | {v['group_size']} | {v['calibration']} | {v['device']} | "
                      f"{v['wall_time_s']:.1f} | {v['perplexity']} | {v['perplexity'] / data['base_perplexity']:.2f}x |")
     lines += ["", "Residual stream, largest absolute value after each layer (one chat prompt):", "",
-              "| after layer | max | at token | median token's max |", "|---|---|---|---|"]
+              "| decoder layers passed | max | at token | median token's max |", "|---|---|---|---|"]
     lines += [f"| {a['after_layer']} | {a['max']} | {a['argmax_token']} | {a['median_token_max']} |"
               for a in data["activations"]]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
