@@ -148,7 +148,7 @@ def _settings(data: dict) -> str:
     for _, v in _validated(data):
         s = (v.get("speed") or {}).get("settings")
         if s:
-            return ", ".join(f"{k}={s[k]}" for k in sorted(s))
+            return ", ".join(f"{k}={s[k]}" for k in sorted(s) if k != "requested")  # `requested`: the same, as asked
     return NM
 
 
