@@ -29,8 +29,7 @@ def _load(path: Path):
     return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
-def activations(path: Path) -> list[dict]:
-    tok, model = _load(path)
+def activations(tok, model) -> list[dict]:
     ids = tok.apply_chat_template(PROMPT, return_tensors="pt", add_generation_prompt=True)
     ids = ids if torch.is_tensor(ids) else ids["input_ids"]
     with torch.no_grad():
@@ -43,8 +42,7 @@ def activations(path: Path) -> list[dict]:
     return rows
 
 
-def perplexity(path: Path) -> float:
-    tok, model = _load(path)
+def perplexity(tok, model) -> float:
     ids = tok(TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         return round(math.exp(model(ids, labels=ids).loss.item()), 2)
@@ -61,9 +59,10 @@ def main() -> None:
                          "group_size": manifest["applied"].get("group_size"),
                          "calibration": f"{cal['samples']} x {cal['seq_len']}", "wall_time_s": manifest["wall_time_s"],
                          "device": manifest["hardware"]["device"],
-                         "perplexity": perplexity(run / "w4a16-autoround" / "model")})
+                         "perplexity": perplexity(*_load(run / "w4a16-autoround" / "model"))})
+    base = _load(model)  # loaded once for both measurements
     data = {"host": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "base_perplexity": perplexity(model), "activations": activations(model), "variants": variants}
+            "base_perplexity": perplexity(*base), "activations": activations(*base), "variants": variants}
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = ["# AutoRound on SmolLM2-135M-Instruct (CPU): format vs tuning\n",
              f"Written by `bash benchmarks/autoround_probe.sh` on {platform.machine()} "

@@ -106,21 +106,20 @@ def speed_rows(data: dict) -> list[list[str]]:
 
 
 def accuracy_rows(data: dict) -> tuple[list[str], list[list[str]]]:
-    tasks: list[str] = []
+    metrics: dict[str, str] = {}  # task -> metric, in the order the tasks first appear
     for _, v in _validated(data):
         for t in (v.get("accuracy") or {}).get("tasks", []):
-            if t["task"] not in tasks:
-                tasks.append(t["task"])
-    if not tasks:
+            metrics.setdefault(t["task"], t["metric"])
+    if not metrics:
         return [], []
-    header = ["model"] + [f"{t} ({_metric(data, t)})" for t in tasks] + ["mean recovery %", "gate"]
+    header = ["model"] + [f"{t} ({m})" for t, m in metrics.items()] + ["mean recovery %", "gate"]
     rows = []
     for vid, v in _validated(data):
         scores = {t["task"]: t for t in (v.get("accuracy") or {}).get("tasks", [])}
         comp = (v.get("comparison") or {}) if vid != "base" else {}
         gate = (v.get("gate") or {}) if vid != "base" else {}
         cells = []
-        for t in tasks:
+        for t in metrics:
             s = scores.get(t)
             cell = NM if not s else f"{s['value']:.4g}" + (f" ± {s['stderr']:.2g}" if s.get("stderr") else "")
             rec = (comp.get("recovery") or {}).get(t)
@@ -128,14 +127,6 @@ def accuracy_rows(data: dict) -> tuple[list[str], list[list[str]]]:
         verdict = "-" if not gate else ("passed" if gate.get("passed") else "rejected: " + "; ".join(gate["reasons"]))
         rows.append([vid] + cells + [_f(comp.get("mean_recovery")) if vid != "base" else "-", verdict])
     return header, rows
-
-
-def _metric(data: dict, task: str) -> str:
-    for _, v in _validated(data):
-        for t in (v.get("accuracy") or {}).get("tasks", []):
-            if t["task"] == task:
-                return t["metric"]
-    return "?"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

@@ -47,6 +47,7 @@ DEVICE="${DEVICE:-cuda}"            # SMOKE on a CPU machine: DEVICE=cpu BACKEND
 BACKEND="${BACKEND:-vllm}"
 QUANT_JOBS="${QUANT_JOBS:-F T A}"
 mkdir -p "$WORK/out" "$WORK/bin" "$WORK/models" "$FAST/models" "$FAST/runs"
+echo "$FAST" > "$WORK/fast-dir"  # collect.sh reads it: polls need not repeat the session's FAST
 # One interpreter per site (never both on one PYTHONPATH: they hold different compressed-tensors versions).
 for site in quantize serve; do
   printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s:/tmp/site-%s:/tmp/smolpkg"\nexec %s "$@"\n' "$ROOT" "$site" "$PY" \
@@ -129,6 +130,16 @@ q() {  # name, OMP threads, then `bot quantize` arguments; its pid is kept so th
   echo $! > "$WORK/pid-$name"; wait $!; log "quant $name rc=$?"
 }
 
+tflags=(); [ -n "$T_SAMPLES" ] && tflags=(--samples "$T_SAMPLES")
+quant_T() {  # the truncated 8B at the recipes' default calibration (or T_SAMPLES)
+  q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" "${tflags[@]}" \
+    --calibration-batch-size "$CAL_BATCH" $(rflags $T_RECIPES)
+}
+quant_B() {  # its copy, GPTQ at calibration batch B_BATCH
+  q B 3 "$M8B" --runs-dir "$FAST/runs" --calibration "$LONG" "${tflags[@]}" --calibration-batch-size "$B_BATCH" \
+    -r w4a16-gptq
+}
+
 small() {  # C or A: quantize, then (without F) straight on into its validation
   local name=$1 model=$2
   job "$name" && q "$name" 3 "$model" --runs-dir "$FAST/runs" --workers "$S_WORKERS" --samples 64 --seq-len 512 \
@@ -146,14 +157,11 @@ overrides:
   w4a16-autoround: {iters: $F_AR_ITERS, lr: 0.005}
 EOF
   log "quant: $QUANT_JOBS (F: 8B full, $F_SAMPLES samples; T: 8B ${TRUNC_LAYERS} layers, recipe defaults)"
-  tflags=(); [ -n "$T_SAMPLES" ] && tflags=(--samples "$T_SAMPLES")
   job F && { q F 4 "$M8" --workers "$F_WORKERS" --samples "$F_SAMPLES" --calibration "$LONG" \
                --calibration-batch-size "$CAL_BATCH" --recipes-file "$WORK/speed-recipes.yaml" $(rflags $F_RECIPES) &
              PF=$!; }
-  job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" "${tflags[@]}" \
-               --calibration-batch-size "$CAL_BATCH" $(rflags $T_RECIPES) & }
-  job B && { q B 3 "$M8B" --runs-dir "$FAST/runs" --calibration "$LONG" "${tflags[@]}" \
-               --calibration-batch-size "$B_BATCH" -r w4a16-gptq & }
+  job T && { quant_T & }
+  job B && { quant_B & }
   if job F; then
     { small C "$MS"; small A "$M17"; } &
     if [ "$F_DEADLINE" -gt 0 ]; then
@@ -184,10 +192,8 @@ if want card; then
 fi
 if want resume; then  # what was stopped for v8: `bot quantize` skips the complete variants and redoes the rest
   log "resume: T and A/C quantize (timings now share the GPU with the small validations)"
-  job T && { q T 3 "$M8T" --workers "$T_WORKERS" --runs-dir "$FAST/runs" --calibration "$LONG" \
-               --calibration-batch-size "$CAL_BATCH" $(rflags $T_RECIPES) & }
-  job B && { q B 3 "$M8B" --runs-dir "$FAST/runs" --calibration "$LONG" --calibration-batch-size "$B_BATCH" \
-               -r w4a16-gptq & }
+  job T && { quant_T & }
+  job B && { quant_B & }
   small C "$MS"
   small A "$M17"
 fi

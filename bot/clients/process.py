@@ -45,6 +45,11 @@ def exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def run_marker(module: str) -> str:
+    """The line that opens each worker run in its (appended) log."""
+    return f"=== {module} "
+
+
 def plain(text: str) -> str:
     """Text without terminal colour codes (loggers of the libraries write them into the logs)."""
     return _ANSI.sub("", text)
@@ -113,7 +118,7 @@ def run_worker(
     job_path.write_text(json.dumps(job, indent=2, default=str), encoding="utf-8")
     started = time.monotonic()
     with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n=== {module} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log.write(f"\n{run_marker(module)}{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         log.flush()
         proc = subprocess.Popen(
             [python, "-m", f"bot.workers.{module}", str(job_path)],

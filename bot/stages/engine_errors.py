@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-MARKER = "=== validate_worker"  # written at the top of each worker run in the model's log
+from bot.clients.process import run_marker
+
+MARKER = run_marker("validate_worker")  # opens each validate worker run in the model's log
 _NEGATIVE_KV = re.compile(r"Available KV cache memory: (-\d+(?:\.\d+)?) GiB")
 _NO_KV = "No available memory for the cache blocks"
 _PROFILING = re.compile(r"Error in memory profiling\. Initial free memory (\d+(?:\.\d+)?) GiB, current free memory "

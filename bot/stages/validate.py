@@ -283,6 +283,13 @@ def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, 
     return rec
 
 
+def _judge(rec: VariantValidateRecord, variant: str, recipe: Recipe | None, base: ValidateRecord, base_path: Path,
+           model_dir: Path, settings: Settings) -> None:
+    """The variant's ratios against `base` and the gate's decision on them."""
+    rec.comparison = compare(base, rec, weights_size(base_path), weights_size(model_dir))
+    rec.gate = decide_gate(rec, rec.comparison, gate_threshold(variant, recipe, settings.gate), settings.gate)
+
+
 def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: str, base: ValidateRecord,
                       base_path: Path, trust: bool, force: bool, emit: EventFn) -> VariantValidateRecord:
     manifest = rundir.read_variant(variant)
@@ -311,8 +318,7 @@ def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: s
     recipe = recipe_for(manifest, settings)
     rec.compat.update(hardware_compat(recipe, rec.hardware, rec.load.kernel if rec.load else None))
     if error is None:
-        rec.comparison = compare(base, rec, weights_size(base_path), weights_size(model_dir))
-        rec.gate = decide_gate(rec, rec.comparison, gate_threshold(variant, recipe, settings.gate), settings.gate)
+        _judge(rec, variant, recipe, base, base_path, model_dir, settings)
     _finish(rec, error)
     save()
     emit("model-end", {"model": variant, "status": rec.status.value, "state": manifest.state()})
@@ -362,8 +368,6 @@ def _recompare(rundir: RunDir, settings: Settings, variant: str, base: ValidateR
         return
     if rec.comparison.base_validated_at == base.validated_at:
         return
-    rec.comparison = compare(base, rec, weights_size(base_path), weights_size(rundir.model_dir(variant)))
-    rec.gate = decide_gate(rec, rec.comparison, gate_threshold(variant, recipe_for(manifest, settings), settings.gate),
-                           settings.gate)
+    _judge(rec, variant, recipe_for(manifest, settings), base, base_path, rundir.model_dir(variant), settings)
     rundir.write_variant(manifest)
     emit("recompared", {"model": variant, "base_validated_at": base.validated_at})
