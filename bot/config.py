@@ -49,10 +49,23 @@ class SpeedSettings(_Strict):
     kv_cache_dtype: str = "auto"
 
 
+WHOLE_TASK = "all"  # the one explicit value of `validate.limit` for "every document of the task"
+
+
+class FidelitySettings(_Strict):
+    """Distribution fidelity of each variant against its base on the bundled held-out text."""
+
+    enabled: bool = True
+    tokens: int = Field(default=4096, ge=64, description="scored positions per model (the budget)")
+    window: int = Field(default=512, ge=16, description="tokens per forward pass")
+
+
 class ValidateSettings(_Strict):
     backend: Literal["auto", "vllm", "hf"] = "auto"
     tasks: list[str] = Field(default_factory=lambda: ["arc_challenge", "hellaswag", "winogrande", "gsm8k", "mmlu"])
-    limit: int | None = Field(default=250, description="samples per task (None: the full task)")
+    limit: int | Literal["all"] = Field(default=250, ge=1, description=f"samples per task ({WHOLE_TASK!r}: the "
+                                        "whole task)")
+    fidelity: FidelitySettings = FidelitySettings()
     include_path: Path | None = None
     num_fewshot: int | None = None
     batch_size: int | str = "auto"
@@ -73,9 +86,14 @@ class ValidateSettings(_Strict):
 
 
 class GateSettings(_Strict):
-    """Per-recipe minimum mean recovery (%). A recipe missing here uses the recipe file's own gate."""
+    """How the gate decides. Per-recipe minimum mean recovery (%): a recipe missing here uses its file's gate."""
 
     min_recovery: dict[str, float] = Field(default_factory=dict)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="of the paired bootstrap intervals")
+    bootstrap_resamples: int = Field(default=2000, ge=100)
+    bootstrap_seed: int = 0
+    max_rounds: int = Field(default=3, ge=1, le=8, description="evaluation rounds for an undecided variant, "
+                            "the first included; each doubles the samples per task, up to the whole task")
     require_load: bool = True
     require_generation: bool = True
 

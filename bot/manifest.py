@@ -171,11 +171,18 @@ class TaskScore(_Rec):
 
 class AccuracyRecord(_Rec):
     tasks: list[TaskScore] = Field(default_factory=list)
-    limit: int | None = None
+    limit: int | None = None  # samples per task asked for (None: the whole task)
     num_fewshot: int | None = None
     backend: str = ""
-    command: str = ""
+    command: str = ""  # the `lm_eval` command line that reproduces the run
     error: str | None = None
+    batch_size: int | str | None = None
+    apply_chat_template: bool = False  # the model's chat template (generative tasks, fewshot as multiturn)
+    fewshot_as_multiturn: bool = False
+    # per-document results (file next to the manifest, relative to the model's folder in the run): what the
+    # paired statistics read; the same documents for the base and each variant
+    samples_file: str | None = None
+    rounds: int = 1  # evaluation rounds: an inconclusive gate asks for more samples (the limit doubled)
 
 
 class ValidateRecord(StageRecord):
@@ -194,23 +201,91 @@ class ValidateRecord(StageRecord):
     validated_at: str | None = None
 
 
+class FidelityRecord(_Rec):
+    """Next-token distributions of the variant against its base on held-out text (not the calibration text)."""
+
+    model_config = ConfigDict(extra="ignore", ser_json_inf_nan="constants")
+
+    kl_mean: float | None = None  # mean KL(base || variant) per token, nats
+    kl_p99: float | None = None  # its 99th percentile over tokens
+    kl_max: float | None = None
+    top1_agreement: float | None = None  # share of tokens where both pick the same most likely next token
+    ppl_base: float | None = None
+    ppl_variant: float | None = None
+    ppl_ratio: float | None = None  # variant / base perplexity on the held-out text
+    tokens: int = 0  # scored positions
+    windows: int = 0
+    window: int | None = None  # tokens per forward pass
+    nonfinite: int = 0  # positions whose logits were not finite (NaN/inf): rejected
+    text: str = ""  # name of the held-out text
+    text_fingerprint: str = ""  # sha256 of its bytes
+    vocab: str = "full"  # "full": exact over the whole vocabulary; "top-k": truncated (see truncation_bound)
+    topk: int | None = None
+    truncation_bound: float | None = None  # largest error the truncation can add to kl_mean, nats
+    backend: str = ""  # "hf" (transformers) or "vllm"
+    device: str = ""
+    dtype: str = ""
+    seconds: float | None = None
+    error: str | None = None
+
+
+class TaskComparison(_Rec):
+    """One task, base and variant paired on the same documents."""
+
+    task: str
+    metric: str
+    base: float | None = None
+    variant: float | None = None
+    recovery: float | None = None  # percent
+    ci: list[float] | None = None  # [low, high] percent, paired bootstrap
+    docs: int = 0  # documents scored by both
+    right_to_wrong: int | None = None  # flips (tasks scored right/wrong per document)
+    wrong_to_right: int | None = None
+    chance: float | None = None  # the task's chance level (multiple choice: mean 1/choices)
+    at_chance: bool = False  # the base cannot be told apart from chance: not used for recovery
+    used: bool = True  # counted in the mean recovery
+    note: str | None = None
+
+
 class Comparison(_Rec):
     recovery: dict[str, float] = Field(default_factory=dict)  # task -> variant/base * 100
     mean_recovery: float | None = None
+    mean_recovery_ci: list[float] | None = None  # [low, high] percent: paired bootstrap over the tasks used
+    confidence: float | None = None  # of the intervals (0.95)
+    bootstrap: dict[str, Any] = Field(default_factory=dict)  # resamples, seed, method
+    tasks: list[TaskComparison] = Field(default_factory=list)
+    tasks_compared: list[str] = Field(default_factory=list)  # used for the mean (not at chance, paired)
+    speed_comparable: bool = False  # base and variant measured under the same conditions
+    speed_incomparable_reason: str | None = None
     speedup_batch1: float | None = None
     speedup_batched: float | None = None
     size_ratio: float | None = None
     base_validated_at: str | None = None  # the base measurement these ratios were taken against
 
 
+class GateState(str, Enum):
+    passed = "passed"
+    rejected = "rejected"
+    inconclusive = "inconclusive"  # the CI straddles the threshold and no more samples could be evaluated
+
+
 class GateDecision(_Rec):
     passed: bool
+    state: GateState | None = None  # None in records of older bots: read `passed`
     reasons: list[str] = Field(default_factory=list)
     forced: bool = False
     threshold: float | None = None
+    rule: str = ""  # the rule as applied, in words (card, status, CLI)
+    rounds: int = 1  # evaluation rounds taken to decide
+    limit: int | None = None  # samples per task at the last round (None: whole task)
+
+    @property
+    def outcome(self) -> GateState:
+        return self.state or (GateState.passed if self.passed else GateState.rejected)
 
 
 class VariantValidateRecord(ValidateRecord):
+    fidelity: FidelityRecord | None = None
     comparison: Comparison | None = None
     gate: GateDecision | None = None
 

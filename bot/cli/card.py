@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
                                                  "...) from this watchlist's defaults."),
     ) -> None:
         """Render README.md, the chart and provenance files into each variant's card/ directory."""
-        from bot.stages.card import render_cards
+        from bot.stages.card.render import render_cards
 
         rundir = RunDir(run_dir)
         settings = settings_from_cli(watchlist=watchlist, templates_dir=templates)

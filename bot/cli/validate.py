@@ -16,7 +16,7 @@ from bot.config import Settings
 from bot.errors import ConfigError, ModelError, StageError
 from bot.manifest import Status, VariantValidateRecord
 from bot.rundir import RunDir
-from bot.stages.validate import validate_run
+from bot.stages.validate.run import validate_run
 
 
 def _parse_tasks(tasks: str | None) -> list[str] | None:

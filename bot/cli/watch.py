@@ -13,7 +13,7 @@ from rich.table import Table
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.ledger import LEDGER_FILE, Ledger
-from bot.stages.watch import WatchHub, WatchResult, run_watch
+from bot.stages.watch.run import WatchHub, WatchResult, run_watch
 from bot.watchlist import load_watchlist
 
 _STYLE = {"new": "green", "new-revision": "cyan", "skip": "dim"}

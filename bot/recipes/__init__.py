@@ -75,7 +75,17 @@ class HardwareSpec(_Strict):
 
 
 class GateSpec(_Strict):
+    """What a variant of this recipe must show to be published.
+
+    Recovery: the lower bound of the mean recovery's paired-bootstrap CI must reach `min_mean_recovery` (pass);
+    an upper bound below it rejects; in between more samples are evaluated. Fidelity bounds (next-token KL
+    divergence and top-1 agreement against the base on held-out text) reject damage the tasks can miss; they
+    never pass a variant by themselves. Their defaults come from measured runs (benchmarks/eval-*.md).
+    """
+
     min_mean_recovery: float = Field(96.0, ge=0, le=200)
+    max_kl_mean: float | None = Field(None, gt=0, description="nats per token; None: not checked")
+    min_top1_agreement: float | None = Field(None, ge=0, le=1)
 
 
 class Recipe(_Strict):

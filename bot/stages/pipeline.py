@@ -66,10 +66,10 @@ def publish_model(
     """Run every stage for `model` and publish the variants that pass the gate (all of them with `force`)."""
     from bot.clients.hub import open_target
     from bot.ledger import Ledger
-    from bot.stages.card import render_card, render_collection
+    from bot.stages.card.render import render_card, render_collection
     from bot.stages.publish import publish_collection
     from bot.stages.quantize import quantize_run
-    from bot.stages.validate import validate_run
+    from bot.stages.validate.run import validate_run
 
     emit = on_event or _noop
     chosen = load_recipes(settings.recipes_file).select(recipes or settings.recipes)

@@ -211,7 +211,7 @@ def publish_collection(rundir: RunDir, settings: "Settings", client: "HubClient"
     if not published:
         return None
     base_id, sha = base.base.model_id, base.base.revision
-    # `text` (bot.stages.card.CollectionText) carries the title, description and notes rendered from the
+    # `text` (bot.stages.card.render.CollectionText) carries the title, description and notes rendered from the
     # collection template; without it a plain description is used.
     title = text.title if text is not None else collection_title(base_id)
     description = (text.description if text is not None

@@ -23,7 +23,7 @@ from bot.manifest import (
 from bot.recipes import load_recipes
 from bot.recipes.resolve import resolve
 from bot.rundir import RunDir, run_id_for
-from bot.stages.validate_compare import hardware_compat
+from bot.stages.validate.compare import hardware_compat
 
 BASE_ID = "acme/Llama-Demo-8B-Instruct"
 REVISION = "0123456789abcdef0123456789abcdef01234567"

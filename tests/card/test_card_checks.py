@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from bot.config import DEFAULT_TEMPLATES
 from bot.errors import ConfigError, StageError
 from bot.manifest import Status, TaskScore
-from bot.stages.card import render_card, render_template
-from bot.stages.card_checks import check_checkpoint, render_chat
+from bot.stages.card.render import render_card, render_template
+from bot.stages.card.checks import check_checkpoint, render_chat
 
 
 def _tokenizer_config(model_dir):

@@ -14,9 +14,9 @@ from card_tables import decimals, md_tables, number
 from huggingface_hub import ModelCard
 
 from bot.manifest import Status
-from bot.stages.card import render_card, render_cards, render_collection
-from bot.stages.card_data import RunData
-from bot.stages.chart import CHART_NAME, chart_points
+from bot.stages.card.render import render_card, render_cards, render_collection
+from bot.stages.card.data import RunData
+from bot.stages.card.chart import CHART_NAME, chart_points
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -13,7 +13,7 @@ from bot.manifest import (
     ValidateRecord,
 )
 from bot.recipes import load_recipes
-from bot.stages.validate_compare import (
+from bot.stages.validate.compare import (
     compare, decide_gate, gate_threshold, hardware_compat, recoveries, speedups, task_recovery,
 )
 

@@ -3,7 +3,7 @@ an H100 run where two engines started at once; paths shortened)."""
 
 from __future__ import annotations
 
-from bot.stages.engine_errors import explain_load_error, last_run, root_cause
+from bot.stages.validate.engine_errors import explain_load_error, last_run, root_cause
 
 FAILED_RUN = """
 === validate_worker 2026-11-24 01:20:18

@@ -15,9 +15,9 @@ from bot.config import Settings, SpeedSettings, ValidateSettings
 from bot.errors import ModelError
 from bot.manifest import Batch1Speed, SpeedRecord, ValidateRecord
 from bot.rundir import RunDir
-from bot.stages.parallel import DEFAULT_RESERVE_GIB, GIB, ModelShape, choose_tp, kv_dtype_bytes
-from bot.stages.validate import ModelValidation, Plan, WorkerFailed
-from bot.stages.validate_compare import speedups
+from bot.stages.validate.parallel import DEFAULT_RESERVE_GIB, GIB, ModelShape, choose_tp, kv_dtype_bytes
+from bot.stages.validate.run import ModelValidation, Plan, WorkerFailed
+from bot.stages.validate.compare import speedups
 from bot.workers import lmeval_worker as lw
 from bot.workers import vllm_backend as vb
 from bot.workers.quantize_worker import fits_on_gpu

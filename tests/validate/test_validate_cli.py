@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bot.manifest import Status, VariantManifest
-from bot.stages.validate_plan import BUNDLED_TASKS
+from bot.stages.validate.plan import BUNDLED_TASKS
 from validate_helpers import copy_run, run_cli
 
 VARIANTS = ("fp8-dynamic", "w4a16-gptq")

@@ -12,7 +12,7 @@ import yaml
 
 from bot.clients.serve_env import ServeEnv, choose_backend, speed_label
 from bot.errors import EnvironmentMissingError
-from bot.stages.validate_plan import BUNDLED_TASKS, BUNDLED_TASKS_DIR
+from bot.stages.validate.plan import BUNDLED_TASKS, BUNDLED_TASKS_DIR
 from bot.workers import lmeval_worker as lw
 from bot.workers import validate_common as vc
 from bot.workers import vllm_backend as vb

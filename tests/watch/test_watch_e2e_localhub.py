@@ -14,7 +14,7 @@ from fake_github import FakeGitHub
 from bot.clients.github import GitHubDispatcher
 from bot.config import Settings
 from bot.ledger import Ledger
-from bot.stages.watch import CARD_REVISION_KEY, SUFFIXES, run_watch, target_repo_id
+from bot.stages.watch.run import CARD_REVISION_KEY, SUFFIXES, run_watch, target_repo_id
 from bot.watchlist import parse_watchlist
 
 localhub = pytest.importorskip("bot.localhub")

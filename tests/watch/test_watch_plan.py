@@ -10,7 +10,7 @@ from watchfakes import NOW, FakeDispatcher, FakeHub
 from bot.config import Settings
 from bot.errors import ConfigError, StageError
 from bot.ledger import Ledger
-from bot.stages.watch import SUFFIXES, plan_watch, run_watch, target_repo_id
+from bot.stages.watch.run import SUFFIXES, plan_watch, run_watch, target_repo_id
 from bot.watchlist import DEFAULT_RECIPES, parse_watchlist
 
 

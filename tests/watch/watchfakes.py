@@ -10,7 +10,7 @@ from huggingface_hub import ModelInfo
 
 from bot.config import Settings
 from bot.errors import HubError
-from bot.stages.watch import CARD_REVISION_KEY, SUFFIXES, target_repo_id
+from bot.stages.watch.run import CARD_REVISION_KEY, SUFFIXES, target_repo_id
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)  # the ledger stamps rows with the real clock
 

@@ -26,10 +26,10 @@ from bot.manifest import (
 )
 from bot.recipes import Recipe, load_recipes
 from bot.rundir import RunDir
-from bot.stages.parallel import GIB, ModelShape, TPChoice, choose_tp, kv_dtype_bytes
-from bot.stages.engine_errors import explain_load_error
-from bot.stages.validate_plan import Plan, is_current, plan_for, runtime_matches
-from bot.stages.validate_compare import compare, decide_gate, gate_threshold, hardware_compat
+from bot.stages.validate.parallel import GIB, ModelShape, TPChoice, choose_tp, kv_dtype_bytes
+from bot.stages.validate.engine_errors import explain_load_error
+from bot.stages.validate.plan import Plan, is_current, plan_for, runtime_matches
+from bot.stages.validate.compare import compare, decide_gate, gate_threshold, hardware_compat
 from bot.workers.validate_common import resolve_max_model_len
 
 CPU_BATCH_SIZE = 8

@@ -12,18 +12,18 @@ from typing import Any, Callable
 
 from bot import __version__
 from bot.manifest import BatchedSpeed, Batch1Speed, Status, TaskScore, ValidateRecord
-from bot.stages.card_compare import HardwareView, SiblingsView, hardware_view, siblings_view
-from bot.stages.card_data import (
+from bot.stages.card.compare import HardwareView, SiblingsView, hardware_view, siblings_view
+from bot.stages.card.data import (
     RunData, accuracy_reason, quantize_reason, speed_comparable, speed_reason, state_reason,
 )
-from bot.stages.card_format import (
+from bot.stages.card.format import (
     NOT_MEASURED, Scrubber, brief, code, day, gb, html_text, md_cell, metric_name, ms, not_measured, one_line, pct, ratio, score,
     seconds, tok_s,
 )
-from bot.stages.card_snippets import (
+from bot.stages.card.snippets import (
     DecisionRow, decisions, llm_snippet, oneshot_code, openai_snippet, recipe_yaml, serve_command,
 )
-from bot.stages.card_view_parts import (
+from bot.stages.card.view_parts import (
     AccuracyRow, KeyValue, SpeedRow, VersionRow, calibration_rows, evaluation_rows, license_lines, speed_settings,
     version_rows,
 )

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from bot.manifest import BaseModelRecord, CalibrationInfo, QuantizeRecord
-from bot.stages.card_format import code, md_cell
+from bot.stages.card.format import code, md_cell
 
 
 def _py(text: str) -> str:

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.clients.serve_env import ServeEnv, choose_backend, probe, speed_label
-from bot.config import Settings, ValidateSettings
+from bot.config import WHOLE_TASK, Settings, ValidateSettings
 from bot.manifest import AccuracyRecord, Status, ValidateRecord
 
-BUNDLED_TASKS_DIR = Path(__file__).resolve().parent.parent / "data" / "tasks"
+BUNDLED_TASKS_DIR = Path(__file__).resolve().parents[2] / "data" / "tasks"
 BUNDLED_TASKS = ["bot_mc_facts", "bot_wikitext_mini"]
 # Speed on CPU is a smoke measurement: tiny lengths, labelled "CPU", never compared with GPU figures.
 CPU_SPEED = {"batch1_input_len": 32, "batch1_output_len": 16, "batch1_runs": 2, "batched_input_len": 32,
@@ -50,7 +50,8 @@ def plan_for(settings: Settings) -> Plan:
     speed = v.speed.model_dump()
     if device == "cpu":
         speed.update({k: min(int(speed[k]), cap) for k, cap in CPU_SPEED.items()})
-    return Plan(backend, device, speed_label(backend, device), tasks, v.limit, v.num_fewshot, includes, env,
+    limit = None if v.limit == WHOLE_TASK else v.limit
+    return Plan(backend, device, speed_label(backend, device), tasks, limit, v.num_fewshot, includes, env,
                 list(v.prompts), v.max_new_tokens, speed)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.manifest import GateDecision, ValidateRecord, VariantManifest, VariantValidateRecord
-from bot.stages.card_data import (
+from bot.stages.card.data import (
     RecipeFacts, RunData, accuracy_reason, quantize_reason, speed_reason, state_reason,
 )
-from bot.stages.card_format import (
+from bot.stages.card.format import (
     GENERATIONS, Generation, Scrubber, brief, cc, gb, generation_of, md_cell, not_measured, one_line, pct, ratio,
 )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.manifest import BaseModelRecord, CalibrationInfo, ValidateRecord
-from bot.stages.card_format import code, md_cell
+from bot.stages.card.format import code, md_cell
 
 _VERSION_ORDER = ("llmcompressor", "compressed-tensors", "auto-round", "transformers", "torch", "vllm", "lm-eval",
                   "lm_eval", "datasets", "accelerate", "python")

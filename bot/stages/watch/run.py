@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.errors import BotError, ConfigError, HubAuthError, HubError, ModelError, StageError
 from bot.ledger import AuthorCursor, Ledger, sync_from_run
 from bot.rundir import RunDir
-from bot.stages.watch_checks import check_model
+from bot.stages.watch.checks import check_model
 from bot.watchlist import WatchEntry, Watchlist, group_fingerprint, recipes_for, settings_for_entry
 
 Decision = Literal["new", "new-revision", "skip"]

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from bot.stages.card_data import RunData
+from bot.stages.card.data import RunData
 
 CHART_NAME = "quantization_tradeoffs.png"
 

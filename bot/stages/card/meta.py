@@ -15,8 +15,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from bot.stages.card_data import RunData
-from bot.stages.card_format import metric_name, score_value
+from bot.stages.card.data import RunData
+from bot.stages.card.format import metric_name, score_value
 
 LIBRARY_NAME = "transformers"
 FRONT_MATTER_ORDER = [

@@ -18,9 +18,9 @@ from bot.manifest import BaseManifest, Status, ValidateRecord, VariantManifest
 from bot.recipes import BUILTIN_ORDER, load_recipes
 from bot.rundir import RunDir
 from bot.secrets import redact
-from bot.stages.card_format import Scrubber
+from bot.stages.card.format import Scrubber
 from bot.stages.publish import repo_id_for
-from bot.stages.validate_compare import SPEED_LENGTH_KEYS
+from bot.stages.validate.compare import SPEED_LENGTH_KEYS
 
 HUB_URL = "https://huggingface.co"
 

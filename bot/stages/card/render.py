@@ -28,12 +28,12 @@ from bot.config import DEFAULT_TEMPLATES, Settings
 from bot.errors import BotError, ConfigError, StageError
 from bot.manifest import CardRecord, Status, now_iso
 from bot.rundir import RunDir, atomic_write_text
-from bot.stages.card_checks import check_checkpoint
-from bot.stages.card_data import RunData, base_name, quantize_reason
-from bot.stages.card_format import gb, one_line, pct, ratio
-from bot.stages.card_meta import card_metadata, eval_results_files, front_matter
-from bot.stages.card_view import build_variant_card
-from bot.stages.chart import CHART_NAME, draw_chart
+from bot.stages.card.checks import check_checkpoint
+from bot.stages.card.data import RunData, base_name, quantize_reason
+from bot.stages.card.format import gb, one_line, pct, ratio
+from bot.stages.card.meta import card_metadata, eval_results_files, front_matter
+from bot.stages.card.view import build_variant_card
+from bot.stages.card.chart import CHART_NAME, draw_chart
 
 VARIANT_TEMPLATE = "variant.md.j2"
 COLLECTION_TEMPLATE = "collection.md.j2"
@@ -73,8 +73,8 @@ def render_template(templates_dir: Path, name: str, **context: Any) -> str:
     except jinja2.UndefinedError as exc:
         raise ConfigError(f"undefined template variable: {exc.message}", path=str(path),
                           line=_template_line(exc, template.filename),
-                          hint="a card template may use only the fields of bot.stages.card_view.VariantCard "
-                               "(collection: bot.stages.card.CollectionView)") from None
+                          hint="a card template may use only the fields of bot.stages.card.view.VariantCard "
+                               "(collection: bot.stages.card.render.CollectionView)") from None
     except jinja2.TemplateError as exc:
         raise ConfigError(f"template error: {exc}", path=str(path), line=_template_line(exc, template.filename)) from None
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
