@@ -284,8 +284,21 @@ class GateDecision(_Rec):
         return self.state or (GateState.passed if self.passed else GateState.rejected)
 
 
+class HardwareVerdict(_Rec):
+    """Whether the GPU the variant ran on has native kernels for its format (decided once, in validate)."""
+
+    status: str = "not-checked"  # native | fallback | unsupported | unknown | not-checked (CPU)
+    detail: str = ""
+    kernel: str | None = None  # what the engine reported choosing
+    compute_capability: str | None = None
+    native_min_capability: str | None = None
+    fallback_min_capability: str | None = None
+    expected_kernel: str | None = None
+
+
 class VariantValidateRecord(ValidateRecord):
     fidelity: FidelityRecord | None = None
+    hardware_verdict: HardwareVerdict | None = None
     comparison: Comparison | None = None
     gate: GateDecision | None = None
 
