@@ -214,6 +214,7 @@ class FidelityRecord(_Rec):
     ppl_variant: float | None = None
     ppl_ratio: float | None = None  # variant / base perplexity on the held-out text
     tokens: int = 0  # scored positions
+    tokens_requested: int | None = None  # the budget asked for (fewer are scored only when the text runs out)
     windows: int = 0
     window: int | None = None  # tokens per forward pass
     nonfinite: int = 0  # positions whose logits were not finite (NaN/inf): rejected
@@ -353,7 +354,7 @@ class VariantManifest(_Rec):
             if rec is not None and rec.status == Status.failed:
                 return "failed"
         if self.validate_ and self.validate_.gate and not self.validate_.gate.passed:
-            return "rejected"
+            return self.validate_.gate.outcome.value  # rejected, or inconclusive (undecided: not published)
         if self.validate_ and self.validate_.status == Status.done:
             return "validated"
         if self.quantize.status == Status.done:

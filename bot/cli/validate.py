@@ -15,6 +15,7 @@ from bot.cli._common import console, out, settings_from_cli
 from bot.config import Settings
 from bot.errors import ConfigError, ModelError, StageError
 from bot.manifest import Status, VariantValidateRecord
+from bot.present import recovery_text
 from bot.rundir import RunDir
 from bot.stages.validate.run import validate_run
 
@@ -61,12 +62,13 @@ def _summary(rundir: RunDir, records: list[tuple[str, VariantValidateRecord]]) -
         state = manifest.state() if manifest else rec.status.value
         comp, gate = rec.comparison, rec.gate
         gens = f"{sum(g.ok for g in rec.generations)}/{len(rec.generations)}" if rec.generations else "-"
-        hw = str(rec.compat.get("status", "-")).replace("not-checked", "-")
-        table.add_row(name, state, gens, _pct(comp.mean_recovery if comp else None),
+        verdict = getattr(rec, "hardware_verdict", None)
+        hw = verdict.status.replace("not-checked", "-") if verdict is not None else "-"
+        table.add_row(name, state, gens, recovery_text(comp),
                       _ratio(comp.speedup_batch1 if comp else None), _ratio(comp.speedup_batched if comp else None),
                       _ratio(comp.size_ratio if comp else None), hw)
         if gate is not None and not gate.passed:
-            notes.append(f"{name}: rejected (gate {gate.threshold:.1f}%): {'; '.join(gate.reasons)}")
+            notes.append(f"{name}: {gate.outcome.value} (gate {gate.threshold:.1f}%): {'; '.join(gate.reasons)}")
         elif rec.status in (Status.failed, Status.skipped) and rec.error:
             notes.append(f"{name}: {rec.status.value}: {rec.error.splitlines()[0]}")
     return table, notes

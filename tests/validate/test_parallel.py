@@ -16,7 +16,8 @@ from bot.errors import ModelError
 from bot.manifest import Batch1Speed, SpeedRecord, ValidateRecord
 from bot.rundir import RunDir
 from bot.stages.validate.parallel import DEFAULT_RESERVE_GIB, GIB, ModelShape, choose_tp, kv_dtype_bytes
-from bot.stages.validate.run import ModelValidation, Plan, WorkerFailed
+from bot.stages.validate.measure import ModelValidation, WorkerFailed
+from bot.stages.validate.plan import Plan
 from bot.stages.validate.compare import speedups
 from bot.workers import lmeval_worker as lw
 from bot.workers import vllm_backend as vb

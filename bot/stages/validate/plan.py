@@ -58,8 +58,15 @@ def plan_for(settings: Settings) -> Plan:
 def eval_matches(acc: AccuracyRecord | None, plan: Plan) -> bool:
     if not plan.tasks:  # accuracy not requested (`--tasks none`): nothing to redo
         return True
-    return (acc is not None and acc.error is None and acc.backend == plan.backend and acc.limit == plan.limit
+    return (acc is not None and acc.error is None and acc.backend == plan.backend and _covers(acc, plan.limit)
             and acc.num_fewshot == plan.num_fewshot and sorted(t.task for t in acc.tasks) == sorted(plan.tasks))
+
+
+def _covers(acc: AccuracyRecord, limit: int | None) -> bool:
+    """The evaluation is the plan's, or a later round of it on more documents (the gate asked for them)."""
+    if acc.limit == limit:
+        return True
+    return acc.rounds > 1 and limit is not None and (acc.limit is None or acc.limit > limit)
 
 
 def runtime_matches(rec: ValidateRecord | None, plan: Plan) -> bool:

@@ -1,0 +1,257 @@
+"""Measuring one model of a run (base or variant): the worker calls and what they write into its record.
+
+Per model, workers run as subprocesses: `validate_worker` (load, greedy chat generations, batch-1 and batched
+speed) and `lmeval_worker` (lm-eval tasks, per-document results kept) in the serve interpreter; for the base,
+`fidelity_worker` (its next-token distributions against each variant's on held-out text) in the quantize
+interpreter, whose compressed-tensors wrote the checkpoints. Each step saves the record, so a crash resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from bot.clients.process import WorkerRun, exit_reason, run_worker
+from bot.config import Settings
+from bot.errors import BotError, ModelError, StageError
+from bot.manifest import (
+    AccuracyRecord, Generation, Hardware, LoadCheck, SpeedRecord, Status, TaskScore, ValidateRecord,
+    VariantManifest, VariantValidateRecord, now_iso,
+)
+from bot.recipes import Recipe, load_recipes
+from bot.rundir import RunDir
+from bot.stages.validate.parallel import GIB, ModelShape, TPChoice, choose_tp, kv_dtype_bytes
+from bot.stages.validate.engine_errors import explain_load_error
+from bot.stages.validate.plan import BUNDLED_TASKS_DIR, Plan
+from bot.workers.validate_common import resolve_max_model_len
+
+CPU_BATCH_SIZE = 8
+SAMPLES_FILE = "eval-samples.json"
+HELDOUT_TEXT = BUNDLED_TASKS_DIR.parent / "heldout" / "heldout-v1.txt"
+_PROGRESS = re.compile(r"\d+%\|.*\||it/s\]|s/it\]")
+BASE = "base"
+EventFn = Callable[[str, dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def weights_size(path: Path) -> int | None:
+    files = list(path.glob("*.safetensors")) if path.is_dir() else []
+    return sum(f.stat().st_size for f in files) or None
+
+
+def recipe_for(manifest: VariantManifest, settings: Settings) -> Recipe | None:
+    if manifest.quantize.recipe:
+        try:
+            return Recipe.model_validate(manifest.quantize.recipe)
+        except ValidationError:
+            pass
+    try:
+        return load_recipes(settings.recipes_file).get(manifest.variant)
+    except BotError:
+        return None
+
+
+class WorkerFailed(Exception):
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+# ---------------------------------------------------------------- one model
+
+
+class ModelValidation:
+    """Runs both workers for one model dir and fills its record, saving after each step through `save`."""
+
+    def __init__(self, rundir: RunDir, settings: Settings, plan: Plan, name: str, model_path: Path,
+                 save: Callable[[], None], on_event: EventFn, trust_remote_code: bool = False) -> None:
+        self.rundir, self.settings, self.plan, self.name = rundir, settings, plan, name
+        self.folder = rundir.base_dir if name == BASE else rundir.variant_dir(name)
+        self.model_path, self.save, self.on_event, self.trust = model_path, save, on_event, trust_remote_code
+        self._tp_choice: TPChoice | None = None
+
+    def _paths(self, kind: str) -> tuple[Path, Path, Path]:
+        jobs = self.rundir.root / "jobs"
+        return (jobs / f"{kind}-{self.name}.json", jobs / f"{kind}-{self.name}.result.json",
+                self.rundir.logs_dir / f"validate-{self.name}.log")
+
+    def tensor_parallel(self) -> TPChoice:
+        """The GPUs this model is split over (computed once per model). Raises WorkerFailed, with the hint,
+        when it fits on none of the sizes the GPUs seen allow or the setting cannot work."""
+        if self._tp_choice is not None:
+            return self._tp_choice
+        v = self.settings.validate
+        if self.plan.backend != "vllm":
+            extra = f" (validate.tensor_parallel_size={v.tensor_parallel_size} applies to vllm only)" \
+                if v.tensor_parallel_size else ""
+            self._tp_choice = TPChoice(1, f"tp=1: the {self.plan.backend} backend uses one device{extra}", "backend")
+            return self._tp_choice
+        cfg = _read_json(self.model_path / "config.json")
+        try:
+            self._tp_choice = choose_tp(
+                weights_size(self.model_path), ModelShape.from_config(cfg),
+                [int(g["memory_bytes"]) for g in self.plan.env.gpus], v.speed.gpu_memory_utilization,
+                max_len=resolve_max_model_len(v.speed.max_model_len, cfg),
+                kv_bytes_per_value=kv_dtype_bytes(v.speed.kv_cache_dtype),
+                reserve_bytes=int(v.tensor_parallel_reserve_gib * GIB), requested=v.tensor_parallel_size)
+        except ModelError as exc:
+            raise WorkerFailed(exc.message, exc.hint or "") from None
+        return self._tp_choice
+
+    def _batch_size(self) -> int | str:
+        """lm-eval's "auto" probes batch sizes until memory runs out: fine on a GPU, an OOM kill on a CPU."""
+        size = self.settings.validate.batch_size
+        return CPU_BATCH_SIZE if self.plan.device == "cpu" and size == "auto" else size
+
+    def _call(self, module: str, kind: str, job: dict[str, Any], rec: ValidateRecord, timing: str,
+              python: str | None = None) -> dict[str, Any]:
+        """Run one worker (in the serve interpreter unless `python` says); on success its wall time goes into
+        `rec.timings[timing]`."""
+        job_path, result_path, log_path = self._paths(kind)
+        result_path.unlink(missing_ok=True)
+        job["result_path"] = str(result_path)
+        hint = f"see {log_path}; fix the cause and rerun `bot validate {self.rundir.root}` to resume"
+        timeout = self.settings.validate.worker_timeout_s
+        try:
+            run: WorkerRun | None = run_worker(python or self.settings.serve_python, module, job, job_path, log_path,
+                                               timeout_s=timeout)
+        except subprocess.TimeoutExpired:
+            raise WorkerFailed(f"{module} timed out after {timeout} s", hint) from None
+        except OSError as exc:
+            raise WorkerFailed(f"{module} could not start: {exc}", hint) from None
+        result = _read_json(result_path)
+        if result.get("status") == "done":
+            rec.timings[timing] = round(run.seconds, 2)
+            return result
+        tail = _useful_tail(run.log_tail(200)) if run else ""
+        code = run.returncode if run else None
+        what = result.get("error") or f"{exit_reason(code)} and wrote no result"
+        raise WorkerFailed(f"{module}: {what}\n--- log tail ({log_path}) ---\n{tail}", hint)
+
+    def runtime(self, rec: ValidateRecord) -> None:
+        job = {"backend": self.plan.backend, "model_path": str(self.model_path), "device": self.plan.device,
+               "label": self.plan.label, "prompts": self.plan.prompts, "max_new_tokens": self.plan.max_new_tokens,
+               "speed": self.plan.speed, "dtype": "auto", "tensor_parallel_size": self.tensor_parallel().size,
+               "trust_remote_code": self.trust, "seed": 0}
+        on = f", tp={self.tensor_parallel().size}" if self.tensor_parallel().size > 1 else ""
+        self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend}{on})"})
+        res = self._call("validate_worker", "validate", job, rec, "runtime_worker")
+        load = dict(res.get("load") or {})
+        if load.get("ok") is False:
+            load["error"] = explain_load_error(load.get("error"), self._paths("validate")[2])
+        rec.load = LoadCheck.model_validate(load)
+        rec.hardware = Hardware.model_validate(res["hardware"]) if res.get("hardware") else None
+        rec.versions.update(res.get("versions") or {})
+        rec.generations = [Generation.model_validate(g) for g in res.get("generations") or []]
+        rec.speed = SpeedRecord.model_validate(res["speed"]) if res.get("speed") else None
+        if rec.speed is not None:
+            rec.speed.settings["requested"] = dict(self.plan.speed)
+        if load.get("kernels"):
+            rec.compat["kernels"] = load["kernels"]
+        rec.compat["chat_template_applied"] = res.get("chat_template_applied")
+
+    def accuracy(self, rec: ValidateRecord, limit: int | None = None, rounds: int = 1) -> None:
+        """lm-eval on the plan's tasks at `limit` samples per task (default: the plan's); per-document results go
+        next to the manifest (`eval-samples.json`), where the paired statistics read them."""
+        v = self.settings.validate
+        limit = self.plan.limit if limit is None else limit
+        max_len = rec.load.max_model_len if rec.load else None
+        chat = has_chat_template(self.model_path)
+        samples = self.folder / SAMPLES_FILE
+        job = {"backend": self.plan.backend, "model_path": str(self.model_path), "tasks": self.plan.tasks,
+               "limit": limit, "num_fewshot": self.plan.num_fewshot, "batch_size": self._batch_size(),
+               "device": self.plan.device, "dtype": "auto", "tensor_parallel_size": self.tensor_parallel().size,
+               "gpu_memory_utilization": v.speed.gpu_memory_utilization, "max_model_len": max_len,
+               "enforce_eager": v.speed.enforce_eager, "apply_chat_template": chat,
+               "fewshot_as_multiturn": chat and bool(self.plan.num_fewshot), "samples_path": str(samples),
+               "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
+        what = f"lm-eval {','.join(self.plan.tasks)}" + (f" (round {rounds}, limit {limit})" if rounds > 1 else "")
+        self.on_event("phase", {"model": self.name, "phase": what})
+        acc = AccuracyRecord(limit=limit, num_fewshot=self.plan.num_fewshot, backend=self.plan.backend,
+                             rounds=rounds, apply_chat_template=chat, fewshot_as_multiturn=job["fewshot_as_multiturn"])
+        try:
+            res = self._call("lmeval_worker", "lmeval", job, rec, "lmeval_worker")
+        except WorkerFailed as exc:
+            acc.error = str(exc).splitlines()[0][:500]
+            rec.accuracy = acc
+            raise
+        acc.tasks = [TaskScore.model_validate(t) for t in res["tasks"]]
+        acc.command = res.get("command", "")
+        acc.batch_size = res.get("batch_size", job["batch_size"])
+        acc.apply_chat_template = bool(res.get("apply_chat_template", chat))
+        acc.samples_file = SAMPLES_FILE if samples.is_file() else None
+        rec.versions.update(res.get("versions") or {})
+        rec.accuracy = acc
+
+    def fidelity(self, rec: ValidateRecord, variants: dict[str, Path]) -> dict[str, Any]:
+        """The fidelity worker with this model (the base) against `variants`, in the quantize interpreter
+        (transformers with the compressed-tensors that wrote the checkpoints)."""
+        f = self.settings.validate.fidelity
+        job = {"base_path": str(self.model_path), "device": self.plan.device, "dtype": "auto",
+               "variants": [{"name": n, "model_path": str(p)} for n, p in variants.items()],
+               "text_path": str(HELDOUT_TEXT), "tokens": f.tokens, "window": f.window, "trust_remote_code": self.trust}
+        self.on_event("phase", {"model": self.name, "phase": f"fidelity of {len(variants)} variant(s) on "
+                                                             f"{f.tokens} held-out tokens"})
+        return self._call("fidelity_worker", "fidelity", job, rec, "fidelity_worker",
+                          python=self.settings.quantize_python)
+
+    def run(self, rec: ValidateRecord, reuse_runtime: bool) -> None:
+        """Fill `rec`; raises WorkerFailed (record left with what was measured)."""
+        if not self.model_path.is_dir():
+            raise WorkerFailed(f"model directory missing: {self.model_path}",
+                               "rerun `bot quantize` for it (or restore the base snapshot), then `bot validate`")
+        rec.accuracy = None  # always measured again (it never outlives a failed lm-eval run)
+        tp = self.tensor_parallel()
+        measured_tp = (rec.compat.get("tensor_parallel") or {}).get("size")
+        if reuse_runtime and measured_tp is not None and measured_tp != tp.size:
+            reuse_runtime = False  # speed measured on another number of GPUs: measure again
+        if not reuse_runtime:
+            rec.load, rec.hardware, rec.generations, rec.speed, rec.compat = None, None, [], None, {}
+            rec.timings = {}
+        rec.compat["tensor_parallel"] = tp.record()
+        if not reuse_runtime:
+            self.runtime(rec)
+            self.save()
+        if rec.load is not None and rec.load.ok and self.plan.tasks:
+            self.accuracy(rec)
+
+
+def _useful_tail(text: str, lines: int = 20) -> str:
+    """The log's last lines without progress bars (tqdm redraws) and blank lines."""
+    keep = [ln for ln in text.splitlines() if ln.strip() and not _PROGRESS.search(ln)]
+    return "\n".join(keep[-lines:])
+
+
+def has_chat_template(model_path: Path) -> bool:
+    """The tokenizer ships a chat template (in tokenizer_config.json or as chat_template.jinja)."""
+    if (model_path / "chat_template.jinja").is_file() or (model_path / "chat_template.json").is_file():
+        return True
+    return bool(_read_json(model_path / "tokenizer_config.json").get("chat_template"))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _start(rec: ValidateRecord, plan: Plan) -> None:
+    rec.status, rec.started_at, rec.finished_at = Status.running, now_iso(), None
+    rec.error = rec.hint = None
+    rec.backend = plan.backend
+
+
+def _finish(rec: ValidateRecord, error: WorkerFailed | None) -> None:
+    rec.finished_at = now_iso()
+    if error is None:
+        rec.status, rec.validated_at = Status.done, rec.finished_at
+    else:
+        rec.status, rec.error, rec.hint = Status.failed, str(error), error.hint
