@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from bot.modelconfig import model_max_len, read_config, resolve_max_model_len  # noqa: F401 - re-exported
+
 REPLACEMENT_CHAR = "\ufffd"
 MAX_REPETITION = 0.5  # share of repeated 4-grams above which an output counts as a loop
 MAX_TOKEN_SHARE = 0.5  # share of the output taken by its most common token
@@ -106,32 +108,6 @@ def batched_summary(num_prompts: int, input_len: int, output_len: int, elapsed_s
 
 
 # ---------------------------------------------------------------- lengths and prompts
-
-
-def model_max_len(config: dict[str, Any]) -> int | None:
-    """The longest context a config.json declares (text config first for multimodal wrappers)."""
-    for cfg in (config.get("text_config") or {}, config):
-        for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-            value = cfg.get(key)
-            if isinstance(value, int) and value > 0:
-                return value
-    return None
-
-
-def read_config(model_path: str | Path) -> dict[str, Any]:
-    path = Path(model_path) / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def resolve_max_model_len(requested: int | None, config: dict[str, Any]) -> int | None:
-    """The setting, capped at what the model declares (vLLM refuses a longer one)."""
-    declared = model_max_len(config)
-    if requested is None:
-        return declared
-    return min(requested, declared) if declared else requested
 
 
 def fit_lengths(max_len: int | None, input_len: int, output_len: int, margin: int = 8) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from bot.rundir import RunDir
 from bot.stages.validate.parallel import GIB, ModelShape, TPChoice, choose_tp, kv_dtype_bytes
 from bot.stages.validate.engine_errors import explain_load_error
 from bot.stages.validate.plan import BUNDLED_TASKS_DIR, Plan
-from bot.workers.validate_common import resolve_max_model_len
+from bot.modelconfig import resolve_max_model_len
 
 CPU_BATCH_SIZE = 8
 SAMPLES_FILE = "eval-samples.json"
