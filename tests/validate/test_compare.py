@@ -9,8 +9,8 @@ import pytest
 
 from bot.config import GateSettings
 from bot.manifest import (
-    AccuracyRecord, Batch1Speed, BatchedSpeed, Comparison, Generation, Hardware, LoadCheck, SpeedRecord, TaskScore,
-    ValidateRecord,
+    AccuracyRecord, Batch1Speed, BatchedSpeed, Comparison, FidelityRecord, GateState, Generation, Hardware, LoadCheck,
+    SpeedRecord, TaskScore, ValidateRecord, VariantValidateRecord,
 )
 from bot.recipes import load_recipes
 from bot.stages.validate.compare import (
@@ -117,18 +117,18 @@ def test_compare_mean_and_size_ratio():
 def test_hardware_compat(recipe_id, cap, status):
     recipe = RECIPES.get(recipe_id)
     out = hardware_compat(recipe, Hardware(device="cuda", name="gpu", compute_capability=cap), "SomeKernel")
-    assert out["status"] == status and out["compute_capability"] == cap and out["kernel"] == "SomeKernel"
-    assert out["native_min_capability"] == recipe.hardware.native_min_capability
+    assert out.status == status and out.compute_capability == cap and out.kernel == "SomeKernel"
+    assert out.native_min_capability == recipe.hardware.native_min_capability
     if status == "fallback":
-        assert out["detail"] == recipe.hardware.fallback and "Marlin" in out["detail"]
+        assert out.detail == recipe.hardware.fallback and "Marlin" in out.detail
     if status == "unsupported":
-        assert cap in out["detail"]
+        assert cap in out.detail
 
 
 def test_hardware_compat_cpu_and_unknown_recipe():
     cpu = hardware_compat(RECIPES.get("nvfp4"), Hardware(device="cpu", name="x"), None)
-    assert cpu["status"] == "not-checked" and "GPU" in cpu["detail"]
-    assert hardware_compat(None, H100, None)["status"] == "unknown"
+    assert cpu.status == "not-checked" and "GPU" in cpu.detail
+    assert hardware_compat(None, H100, None).status == "unknown"
 
 
 # ---------------------------------------------------------------- gate
@@ -142,23 +142,70 @@ def test_gate_threshold_precedence():
     assert gate_threshold("custom", None, gate) == 96.0
 
 
-def _variant(gens: list[Generation] | None = None, ok: bool = True) -> ValidateRecord:
-    rec = record()
+def _variant(gens: list[Generation] | None = None, ok: bool = True) -> VariantValidateRecord:
+    rec = VariantValidateRecord.model_validate(record().model_dump())
     rec.load = LoadCheck(ok=ok, backend="vllm", error=None if ok else "ValueError: no kernel for this GPU\ndetails")
     rec.generations = gens if gens is not None else [Generation(prompt="p", output="fine text", ok=True)]
     return rec
 
 
-def test_gate_passes_at_threshold():
-    decision = decide_gate(_variant(), Comparison(mean_recovery=96.0), 96.0, GateSettings())
-    assert decision.passed and decision.reasons == [] and decision.threshold == 96.0
+def _ci(mean: float, lo: float, hi: float) -> Comparison:
+    return Comparison(mean_recovery=mean, mean_recovery_ci=[lo, hi])
+
+
+def test_gate_passes_when_the_ci_lower_bound_reaches_the_threshold():
+    decision = decide_gate(_variant(), _ci(97.0, 96.0, 98.0), 96.0, GateSettings())
+    assert decision.passed and decision.state == GateState.passed and decision.reasons == []
+    assert decision.threshold == 96.0 and "lower bound" in decision.rule
+
+
+def test_gate_rejects_only_when_the_whole_ci_is_below():
+    low = decide_gate(_variant(), _ci(94.0, 92.5, 95.99), 96.0, GateSettings())
+    assert low.state == GateState.rejected and not low.passed
+    assert low.reasons == ["mean recovery 94.00% (95% CI 92.50-95.99%) is below 96.00%"]
+
+
+def test_gate_straddling_ci_is_inconclusive_and_says_whether_more_samples_come():
+    more = decide_gate(_variant(), _ci(96.5, 94.0, 99.0), 96.0, GateSettings(), can_grow=True)
+    assert more.state == GateState.inconclusive and not more.passed
+    assert more.reasons[0].endswith("more samples are evaluated")
+    final = decide_gate(_variant(), _ci(96.5, 94.0, 99.0), 96.0, GateSettings(), rounds=3, limit=None)
+    assert final.state == GateState.inconclusive and final.rounds == 3
+    assert "after 3 round(s) at the whole task" in final.reasons[0] and "--force" in final.reasons[0]
+
+
+def test_gate_without_per_document_results_never_passes_on_a_point_estimate():
+    assert decide_gate(_variant(), Comparison(mean_recovery=99.0), 96.0, GateSettings()).state == \
+        GateState.inconclusive
+    assert decide_gate(_variant(), Comparison(mean_recovery=90.0), 96.0, GateSettings()).state == \
+        GateState.rejected
+
+
+def test_gate_rejects_non_finite_logits_and_fidelity_out_of_bounds_even_with_a_good_ci():
+    recipe = RECIPES.get("w8a8-int8").model_copy(deep=True)
+    recipe.gate.max_kl_mean, recipe.gate.min_top1_agreement = 0.05, 0.9
+    good = FidelityRecord(kl_mean=0.01, top1_agreement=0.97, tokens=4096)
+    ok = _variant()
+    ok.fidelity = good
+    assert decide_gate(ok, _ci(100, 99, 101), 98.0, GateSettings(), recipe).passed
+    nan = _variant()
+    nan.fidelity = good.model_copy(update={"nonfinite": 7, "tokens": 4089})
+    assert decide_gate(nan, _ci(133, 120, 140), 98.0, GateSettings(), recipe).reasons == [
+        "non-finite logits at 7 of 4096 held-out positions"]  # a high recovery never hides NaN
+    far = _variant()
+    far.fidelity = good.model_copy(update={"kl_mean": 0.4, "top1_agreement": 0.6})
+    reasons = decide_gate(far, _ci(100, 99, 101), 98.0, GateSettings(), recipe).reasons
+    assert reasons == ["next-token KL divergence 0.4 nats is above the recipe's bound 0.05",
+                       "top-1 agreement 60.0% is below the recipe's bound 90%"]
+    broken = _variant()
+    broken.fidelity = FidelityRecord(error="fidelity_worker: OSError")
+    assert "fidelity could not be measured" in decide_gate(broken, _ci(100, 99, 101), 98.0, GateSettings(),
+                                                           recipe).reasons[0]
 
 
 def test_gate_reasons():
-    low = decide_gate(_variant(), Comparison(mean_recovery=95.99), 96.0, GateSettings())
-    assert not low.passed and low.reasons == ["mean recovery 95.99% is below 96.00%"]
     bad = Generation(prompt="p", output="", ok=False, problems=["empty output"])
-    gens = decide_gate(_variant([bad, Generation(prompt="q", output="x", ok=True)]), Comparison(mean_recovery=99),
+    gens = decide_gate(_variant([bad, Generation(prompt="q", output="x", ok=True)]), _ci(99, 98, 100),
                        96.0, GateSettings())
     assert gens.reasons == ["1/2 generations unusable: empty output"]
     none = decide_gate(_variant([]), Comparison(), 96.0, GateSettings())
@@ -175,4 +222,15 @@ def test_gate_reasons():
 def test_gate_switches():
     relaxed = GateSettings(require_load=False, require_generation=False)
     bad = Generation(prompt="p", output="", ok=False, problems=["empty output"])
-    assert decide_gate(_variant([bad]), Comparison(mean_recovery=99), 96.0, relaxed).passed
+    assert decide_gate(_variant([bad]), _ci(99, 97, 100), 96.0, relaxed).passed
+
+
+def test_speed_comparability_is_one_typed_fact_with_its_reason():
+    base, other_tp = record(100, 1000, tensor_parallel_size=4), record(150, 1500, tensor_parallel_size=2)
+    comp = compare(base, other_tp, 16 * 10**9, 4 * 10**9)
+    assert (comp.speed_comparable, comp.speedup_batch1, comp.speedup_batched) == (False, None, None)
+    assert comp.speed_incomparable_reason == "split over 2 GPU(s), the base over 4"
+    same = compare(base, record(150, 1500, tensor_parallel_size=4), None, None)
+    assert same.speed_comparable and same.speed_incomparable_reason is None and same.speedup_batch1 == 1.5
+    cpu = compare(base, record(label="CPU"), None, None)
+    assert not cpu.speed_comparable and cpu.speed_incomparable_reason == "measured on CPU, the base on GPU"

@@ -227,7 +227,11 @@ def _nonfinite_reasons(record: VariantValidateRecord) -> list[str]:
 
 
 def _fidelity_reasons(fid: FidelityRecord | None, recipe: Recipe | None) -> list[str]:
-    if fid is None or recipe is None or fid.error:
+    if fid is None:
+        return []
+    if fid.error:
+        return [f"fidelity could not be measured: {fid.error.splitlines()[0][:300]}"]
+    if recipe is None:
         return []
     spec, out = recipe.gate, []
     if spec.max_kl_mean is not None and fid.kl_mean is not None and not fid.kl_mean <= spec.max_kl_mean:
