@@ -19,7 +19,7 @@ from typing import Iterable
 from bot.config import Settings
 
 MODEL_STATES = ("queued", "dispatched", "in-flight", "published", "failed", "skipped")
-VARIANT_STATES = ("queued", "quantized", "validated", "rejected", "published", "failed")
+VARIANT_STATES = ("queued", "quantized", "validated", "rejected", "inconclusive", "published", "failed")
 LEDGER_FILE = "ledger.sqlite"
 
 _SCHEMA = """
@@ -242,7 +242,7 @@ def sync_from_run(ledger: Ledger, rundir, model_id: str, revision: str, variants
         state = manifest.state()
         state = "queued" if state == "quantizing" else state
         reason = next((r.error for r in (manifest.publish, manifest.validate_, manifest.quantize) if r and r.error), "")
-        if state == "rejected" and manifest.validate_ and manifest.validate_.gate:
+        if state in ("rejected", "inconclusive") and manifest.validate_ and manifest.validate_.gate:
             reason = "; ".join(manifest.validate_.gate.reasons)
         ledger.set_variant(model_id, revision, variant, state, reason or "")
         states.append(state)

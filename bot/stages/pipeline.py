@@ -155,7 +155,7 @@ def _publish_one(rundir: RunDir, variant: str, settings: Settings, client, force
     try:
         record: PublishRecord = publish_variant(rundir, variant, settings, client, force=force, dry_run=dry_run)
     except GateRejected as exc:
-        return VariantOutcome(variant, "rejected", reason=exc.message)
+        return VariantOutcome(variant, manifest.state(), reason=exc.message)  # rejected, or inconclusive
     except StageError as exc:
         return VariantOutcome(variant, "failed", reason=exc.one_line())
     state = "planned" if dry_run else ("published" if record.status == Status.done else "failed")

@@ -80,7 +80,7 @@ def _blocking(m: VariantManifest) -> tuple[list[str], bool]:
         if val.gate is None:
             reasons.append("no gate decision")
         elif not val.gate.passed:
-            reasons.append("gate rejected: " + ("; ".join(val.gate.reasons) or "no reason recorded"))
+            reasons.append(f"gate {val.gate.outcome.value}: " + ("; ".join(val.gate.reasons) or "no reason recorded"))
     return reasons, only_gate
 
 
