@@ -45,21 +45,38 @@ class _Stratum:
     metric: str
     base: list[Any]
     variant: list[Any]
+    codes: list[int] | None = None  # 0/1 on both sides: 2 * base + variant per document (the fast resample)
 
-    def value(self, side: list[Any], idx: list[int] | None = None) -> float:
-        rows = side if idx is None else list(map(side.__getitem__, idx))
+    def __post_init__(self) -> None:
+        if self.kind == "mean" and _binary(self.base) and _binary(self.variant):
+            self.codes = [int(2 * b + v) for b, v in zip(self.base, self.variant)]
+
+    def value(self, side: list[Any]) -> float:
         if self.kind == "mean":
-            return sum(rows) / len(rows) if rows else math.nan
-        ll = sum(r[0] for r in rows)
-        units = sum(r[1] for r in rows)
-        if units <= 0:
-            return math.nan
-        if self.metric == "bits_per_byte":
-            return -ll / units / math.log(2)
-        try:
-            return math.exp(-ll / units)
-        except OverflowError:
-            return math.inf
+            return sum(side) / len(side) if side else math.nan
+        return _perplexity(self.metric, sum(r[0] for r in side), sum(r[1] for r in side))
+
+    def resample(self, rng: random.Random) -> tuple[float, float]:
+        """(base, variant) on one draw of len(docs) documents with replacement, the same ones for both."""
+        n = len(self.base)
+        if self.codes is not None:  # the same draws as the index path (choices calls random() n times either way)
+            drawn = rng.choices(self.codes, k=n)
+            both, base_only, variant_only = drawn.count(3), drawn.count(2), drawn.count(1)
+            return (both + base_only) / n, (both + variant_only) / n
+        idx = rng.choices(range(n), k=n)
+        return (self.value(list(map(self.base.__getitem__, idx))),
+                self.value(list(map(self.variant.__getitem__, idx))))
+
+
+def _perplexity(metric: str, ll: float, units: float) -> float:
+    if units <= 0:
+        return math.nan
+    if metric == "bits_per_byte":
+        return -ll / units / math.log(2)
+    try:
+        return math.exp(-ll / units)
+    except OverflowError:
+        return math.inf
 
 
 def _doc_value(kind: str, metric: str, doc: dict[str, Any]) -> Any:
@@ -72,7 +89,7 @@ def _doc_value(kind: str, metric: str, doc: dict[str, Any]) -> Any:
 
 
 def _binary(values: list[Any]) -> bool:
-    return all(v in (0.0, 1.0) for v in values)
+    return all(v == 0.0 or v == 1.0 for v in values)
 
 
 # ---------------------------------------------------------------- one requested task (a unit)
@@ -87,16 +104,22 @@ class _Unit:
     strata: list[_Stratum] = field(default_factory=list)
     comparison: TaskComparison | None = None
 
-    def value(self, side: str, draws: list[list[int]] | None = None) -> float:
-        values, sizes = [], []
-        for i, s in enumerate(self.strata):
-            values.append(s.value(getattr(s, side), draws[i] if draws is not None else None))
-            sizes.append(len(s.base))
+    def combine(self, values: list[float]) -> float:
+        """The task's score from its subtasks' scores, as lm-eval aggregates a group."""
         if len(values) == 1:
             return values[0]
         if self.weight_by_size:
+            sizes = [len(s.base) for s in self.strata]
             return sum(v * n for v, n in zip(values, sizes)) / sum(sizes)
         return fmean(values)
+
+    def point(self) -> tuple[float, float]:
+        return (self.combine([s.value(s.base) for s in self.strata]),
+                self.combine([s.value(s.variant) for s in self.strata]))
+
+    def resample(self, rng: random.Random) -> float | None:
+        pairs = [s.resample(rng) for s in self.strata]
+        return self.recovery(self.combine([p[0] for p in pairs]), self.combine([p[1] for p in pairs]))
 
     def recovery(self, base: float, variant: float) -> float | None:
         return recovery(base, variant, self.higher_is_better)
@@ -235,7 +258,7 @@ class PairedResult:
 def _point(unit: _Unit, z: float) -> None:
     comp = unit.comparison
     assert comp is not None
-    b, v = unit.value("base"), unit.value("variant")
+    b, v = unit.point()
     comp.base, comp.variant = b, v
     rec = unit.recovery(b, v)
     comp.recovery = round(rec, 2) if rec is not None else None
@@ -279,8 +302,7 @@ def compare_tasks(base_samples: dict[str, Any], variant_samples: dict[str, Any],
     for _ in range(int(gate.bootstrap_resamples)):
         this: dict[str, float | None] = {}
         for u in live:  # fixed order: the same seed gives the same draws
-            draws = [rng.choices(range(len(s.base)), k=len(s.base)) for s in u.strata]
-            r = u.recovery(u.value("base", draws), u.value("variant", draws))
+            r = u.resample(rng)
             this[u.name] = r
             if r is not None:
                 rec_samples[u.name].append(r)
