@@ -174,10 +174,101 @@ def test_model_args():
 def test_command_line():
     cmd = lw.command_line(LM_JOB)
     assert cmd.startswith("lm_eval --model vllm --model_args pretrained=/m,dtype=auto,tensor_parallel_size=2,")
-    assert "--tasks arc_challenge,gsm8k --limit 250 --batch_size auto --include_path /x/tasks" in cmd
-    assert "--num_fewshot" not in cmd and "--device" not in cmd
-    hf = lw.command_line({**LM_JOB, "backend": "hf", "num_fewshot": 5, "device": "cpu", "include_paths": []})
-    assert "--num_fewshot 5" in hf and "--device cpu" in hf
+    assert ("--tasks arc_challenge,gsm8k --limit 250 --batch_size auto --seed 1234 --log_samples "
+            "--output_path lm_eval_results --include_path /x/tasks") in cmd
+    assert "--num_fewshot" not in cmd and "--device" not in cmd and "&&" not in cmd
+    hf = lw.command_line({**LM_JOB, "backend": "hf", "num_fewshot": 5, "device": "cpu", "include_paths": [],
+                          "batch_size": "auto"})
+    assert "--num_fewshot 5" in hf and "--device cpu" in hf and "--batch_size 8" in hf
+
+
+def test_command_line_one_line_per_run():
+    runs = [{"tasks": ["arc_challenge"], "apply_chat_template": False, "fewshot_as_multiturn": False},
+            {"tasks": ["gsm8k"], "apply_chat_template": True, "fewshot_as_multiturn": True}]
+    first, second = lw.command_line({**LM_JOB, "num_fewshot": 5}, runs).split(" && ")
+    assert "--tasks arc_challenge " in first and "--apply_chat_template" not in first
+    assert "--tasks gsm8k " in second and "--apply_chat_template --fewshot_as_multiturn true" in second
+    for line in (first, second):
+        assert line.startswith("lm_eval --model vllm ") and "--num_fewshot 5 --limit 250" in line
+        assert "--seed 1234" in line and "--log_samples --output_path lm_eval_results" in line
+    zero_shot = lw.command_line(LM_JOB, [{**runs[1], "fewshot_as_multiturn": False}])
+    assert "--apply_chat_template --fewshot_as_multiturn false" in zero_shot
+
+
+def test_batch_size():
+    assert lw.batch_size({"backend": "vllm", "batch_size": "auto"}) == "auto"  # vLLM's scheduler batches
+    assert lw.batch_size({"backend": "vllm"}) == "auto"
+    assert lw.batch_size({"backend": "vllm", "batch_size": 64}) == 64
+    assert lw.batch_size({"backend": "hf", "batch_size": "auto"}) == lw.HF_BATCH_SIZE == 8
+    assert lw.batch_size({"backend": "hf", "batch_size": "auto:4"}) == 8
+    assert lw.batch_size({"backend": "hf", "batch_size": "16"}) == 16
+    assert lw.batch_size({"backend": "hf", "batch_size": 2}) == 2
+
+
+def test_effective_fewshot():
+    assert lw.effective_fewshot(None, None) == 0
+    assert lw.effective_fewshot(None, 5) == 5  # gsm8k's own default
+    assert lw.effective_fewshot(3, 5) == 3
+    assert lw.effective_fewshot(3, 0) == 0  # a config's 0 is never overridden (as simple_evaluate does)
+
+
+def test_plan_runs():
+    types = {"arc_challenge": ["multiple_choice"], "wikitext": ["loglikelihood_rolling"],
+             "gsm8k": ["generate_until"], "ifeval": ["generate_until"],
+             "mmlu": ["multiple_choice"] * 3, "mixed": ["multiple_choice", "generate_until"]}
+    shots = {"gsm8k": 5, "ifeval": 0, "mixed": 0}
+    tasks = ["gsm8k", "arc_challenge", "ifeval", "mmlu", "wikitext", "mixed"]
+    assert lw.plan_runs(tasks, types, shots, False, True) == [
+        {"tasks": tasks, "apply_chat_template": False, "fewshot_as_multiturn": False}]
+    assert lw.plan_runs(tasks, types, shots, True, True) == [
+        {"tasks": ["arc_challenge", "mmlu", "wikitext"], "apply_chat_template": False, "fewshot_as_multiturn": False},
+        {"tasks": ["ifeval", "mixed"], "apply_chat_template": True, "fewshot_as_multiturn": False},
+        {"tasks": ["gsm8k"], "apply_chat_template": True, "fewshot_as_multiturn": True}]
+    assert lw.plan_runs(["gsm8k"], types, shots, True, False) == [
+        {"tasks": ["gsm8k"], "apply_chat_template": True, "fewshot_as_multiturn": False}]
+    assert lw.plan_runs(["mmlu"], types, shots, True, True) == [
+        {"tasks": ["mmlu"], "apply_chat_template": False, "fewshot_as_multiturn": False}]
+
+
+def test_compact_samples():
+    def mc_row(doc_id, acc, filt="none"):
+        return {"doc_id": doc_id, "doc": {"q": "long prompt"}, "arguments": [("ctx", " a")] * 4, "resps": [[(-1.0,)]],
+                "filter": filt, "metrics": ["acc", "acc_norm"], "acc": acc, "acc_norm": 1.0 - acc}
+
+    samples = {
+        "mmlu_a": [mc_row(0, 1.0), mc_row(1, 0.0)], "mmlu_b": [mc_row(7, True)],
+        "gsm8k": [{"doc_id": 0, "filter": "strict-match", "metrics": ["exact_match"], "exact_match": 1.0},
+                  {"doc_id": 0, "filter": "flexible-extract", "metrics": ["exact_match"], "exact_match": 0.0}],
+        "wiki": [{"doc_id": 3, "filter": "none", "word_perplexity": (-20.0, 10), "byte_perplexity": (-20.0, 50),
+                  "bits_per_byte": (-20.0, 50)}],
+        "f1task": [{"doc_id": 0, "filter": "none", "f1": ("a", "b")}],
+    }
+    layout = {"groups": {"mmlu": {"subtasks": ["mmlu_a", "mmlu_b"], "aggregate": {"acc": True}}},
+              "leaves": {"mmlu_a": {"output_type": "multiple_choice", "aggregation": {"acc": "mean"}},
+                         "mmlu_b": {"output_type": "multiple_choice", "aggregation": {"acc": "mean"}},
+                         "gsm8k": {"output_type": "generate_until", "aggregation": {"exact_match": "mean"}},
+                         "wiki": {"output_type": "loglikelihood_rolling",
+                                  "aggregation": {"word_perplexity": "weighted_perplexity"}},
+                         "f1task": {"output_type": "generate_until", "aggregation": {"f1": "f1"}}}}
+    scores = [{"task": "mmlu", "metric": "acc", "higher_is_better": True},
+              {"task": "gsm8k", "metric": "exact_match,strict-match", "higher_is_better": True},
+              {"task": "wiki", "metric": "word_perplexity", "higher_is_better": False},
+              {"task": "f1task", "metric": "f1", "higher_is_better": True}]
+    out = lw.compact_samples(samples, layout, scores)
+    assert out["requested"] == ["mmlu", "gsm8k", "wiki", "f1task"]
+    assert out["groups"] == {"mmlu": {"metric": "acc", "filter": "none", "subtasks": ["mmlu_a", "mmlu_b"],
+                                      "weight_by_size": True}}
+    a, b = out["tasks"]["mmlu_a"], out["tasks"]["mmlu_b"]
+    assert (a["kind"], a["metric"], a["output_type"]) == ("mean", "acc", "multiple_choice")
+    assert a["docs"] == [{"doc_id": 0, "value": 1.0, "choices": 4}, {"doc_id": 1, "value": 0.0, "choices": 4}]
+    assert b["docs"] == [{"doc_id": 7, "value": 1.0, "choices": 4}]
+    gsm = out["tasks"]["gsm8k"]
+    assert (gsm["metric"], gsm["filter"], gsm["docs"]) == ("exact_match", "strict-match", [{"doc_id": 0, "value": 1.0}])
+    wiki = out["tasks"]["wiki"]
+    assert wiki["kind"] == "perplexity" and wiki["higher_is_better"] is False
+    assert wiki["docs"] == [{"doc_id": 3, "ll": -20.0, "words": 10, "bytes": 50, "value": math.exp(2.0)}]
+    assert out["tasks"]["f1task"]["kind"] == "unsupported" and out["tasks"]["f1task"]["docs"] == []
+    assert "long prompt" not in json.dumps(out)  # no prompts or responses
 
 
 def test_pick_metric():
