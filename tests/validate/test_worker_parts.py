@@ -375,3 +375,90 @@ def test_speed_label():
     assert speed_label("vllm", "cuda") == "GPU" and speed_label("hf", "cpu") == "CPU"
     assert speed_label("hf", "cuda") == "GPU (transformers)"
     # the tensor-parallel choice is tested in test_parallel.py
+
+
+# ---------------------------------------------------------------- lm-eval worker, end to end
+
+GEN_TASK = """task: bot_gen_tiny
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: gen.jsonl
+test_split: test
+fewshot_split: test
+output_type: generate_until
+doc_to_text: "Q: {{q}}\\nA:"
+doc_to_target: "{{a}}"
+generation_kwargs: {until: ["\\n"], max_gen_toks: 4, do_sample: false}
+metric_list: [{metric: exact_match, aggregation: mean, higher_is_better: true}]
+metadata: {version: 1.0}
+"""
+GROUP = "group: bot_grp\ntask: [bot_mc_facts]\naggregate_metric_list: [{metric: acc, weight_by_size: true}]\n"
+
+
+def test_lmeval_worker_end_to_end_writes_per_document_results(tiny_llama, tmp_path):
+    """The real worker on the tiny model: the bundled tasks (the multiple-choice one inside a group) plus a
+    generative one (chat template, 1 shot as a multi-turn chat) in a second run of the same loaded model; the
+    per-document file matches lm-eval's scores."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bot.config import GateSettings
+    from bot.stages.validate import paired
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama, model)
+    gen_cfg = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**gen_cfg, "max_new_tokens": 4}))  # CPU time
+    gen = tmp_path / "gen_tasks"
+    gen.mkdir()
+    (gen / "bot_gen_tiny.yaml").write_text(GEN_TASK)
+    (gen / "bot_grp.yaml").write_text(GROUP)
+    (gen / "gen.jsonl").write_text("".join(json.dumps({"q": f"{i}+{i}", "a": str(2 * i)}) + "\n" for i in range(5)))
+    job = {"backend": "hf", "model_path": str(model), "result_path": str(tmp_path / "result.json"),
+           "samples_path": str(tmp_path / "out" / "samples.json"), "tasks": ["bot_grp", "bot_wikitext_mini", "bot_gen_tiny"],
+           "limit": 6, "num_fewshot": 1, "batch_size": "auto", "device": "cpu", "dtype": "auto",
+           "include_paths": [str(BUNDLED_TASKS_DIR), str(gen)], "seed": 1234,
+           "apply_chat_template": True, "fewshot_as_multiturn": True}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    proc = subprocess.run([sys.executable, "-m", "bot.workers.lmeval_worker", str(tmp_path / "job.json")],
+                          capture_output=True, text=True, timeout=600)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert proc.returncode == 0 and result["status"] == "done", proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert result["batch_size"] == 8 and result["apply_chat_template"] and result["fewshot_as_multiturn"]
+    assert result["runs"] == [
+        {"tasks": ["bot_grp", "bot_wikitext_mini"], "apply_chat_template": False, "fewshot_as_multiturn": False},
+        {"tasks": ["bot_gen_tiny"], "apply_chat_template": True, "fewshot_as_multiturn": True}]
+    first, second = result["command"].split(" && ")
+    assert "--apply_chat_template" not in first and "--apply_chat_template --fewshot_as_multiturn true" in second
+    assert all("--batch_size 8 --device cpu --seed 1234" in c and "--log_samples" in c for c in (first, second))
+    assert result["samples_path"] == job["samples_path"]
+
+    data = json.loads(Path(job["samples_path"]).read_text())
+    assert data["requested"] == job["tasks"]
+    assert data["groups"] == {"bot_grp": {"metric": "acc", "filter": "none", "subtasks": ["bot_mc_facts"],
+                                          "weight_by_size": True}}
+    scores = {t["task"]: t for t in result["tasks"]}
+    mc = data["tasks"]["bot_mc_facts"]
+    assert (mc["metric"], mc["kind"], mc["higher_is_better"]) == ("acc", "mean", True)
+    assert [d["doc_id"] for d in mc["docs"]] == list(range(6)) == list(range(scores["bot_grp"]["samples"]))
+    assert all(set(d) == {"doc_id", "value", "choices"} and d["value"] in (0.0, 1.0) and d["choices"] == 4
+               for d in mc["docs"])
+    assert sum(d["value"] for d in mc["docs"]) / 6 == pytest.approx(scores["bot_grp"]["value"])
+    wiki = data["tasks"]["bot_wikitext_mini"]
+    assert (wiki["metric"], wiki["kind"], wiki["higher_is_better"], len(wiki["docs"])) == (
+        "word_perplexity", "perplexity", False, 6)
+    assert all(set(d) == {"doc_id", "value", "ll", "words", "bytes"} for d in wiki["docs"])
+    ppl = math.exp(-sum(d["ll"] for d in wiki["docs"]) / sum(d["words"] for d in wiki["docs"]))
+    assert ppl == pytest.approx(scores["bot_wikitext_mini"]["value"], rel=1e-9)
+    g = data["tasks"]["bot_gen_tiny"]
+    assert (g["kind"], g["output_type"], len(g["docs"])) == ("mean", "generate_until", 5)
+    assert sum(d["value"] for d in g["docs"]) / 5 == pytest.approx(scores["bot_gen_tiny"]["value"])
+    assert "Q: 1+1" not in Path(job["samples_path"]).read_text()  # compact: no prompts or responses
+
+    same = paired.compare_tasks(data, data, GateSettings(bootstrap_resamples=200))
+    by_task = {t.task: t for t in same.tasks}
+    assert by_task["bot_grp"].base == pytest.approx(scores["bot_grp"]["value"]) and by_task["bot_grp"].docs == 6
+    assert by_task["bot_wikitext_mini"].recovery == 100.0 and by_task["bot_wikitext_mini"].ci == [100.0, 100.0]
+    assert "bot_wikitext_mini" in same.tasks_compared
