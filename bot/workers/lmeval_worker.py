@@ -264,7 +264,7 @@ def _doc_record(kind: str, metric: str, sample: dict[str, Any], output_type: str
     if kind == "perplexity":
         ll, units = sample[metric]
         doc["ll"] = float(ll)
-        for name, unit in (("word_perplexity", "words"), ("byte_perplexity", "bytes"), ("bits_per_byte", "bytes")):
+        for name, unit in PERPLEXITY_UNITS.items():
             if isinstance(sample.get(name), (list, tuple)):
                 doc[unit] = int(sample[name][1])
         try:
@@ -302,22 +302,19 @@ def compact_samples(samples: dict[str, list[dict[str, Any]]], layout: dict[str, 
                 kind = "mean"
             else:
                 kind = "unsupported"
-            entry: dict[str, Any] = {
-                "metric": metric, "filter": filt, "kind": kind, "output_type": info.get("output_type", ""),
-                "higher_is_better": score["higher_is_better"],
-                "docs": [] if kind == "unsupported" else
-                [_doc_record(kind, metric, r, info.get("output_type", "")) for r in rows]}
-            out["tasks"][leaf] = entry
+            otype = info.get("output_type", "")
+            out["tasks"][leaf] = {"metric": metric, "filter": filt, "kind": kind, "output_type": otype,
+                                  "higher_is_better": score["higher_is_better"],
+                                  "docs": [_doc_record(kind, metric, r, otype) for r in rows if kind != "unsupported"]}
     return out
 
 
 def write_compact(path: str | Path, data: dict[str, Any]) -> None:
-    """Atomic and small (no indentation): the stage never reads half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    """Atomic (temp + rename) and small (no indentation)."""
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-    os.replace(tmp, target)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- main
@@ -325,8 +322,6 @@ def write_compact(path: str | Path, data: dict[str, Any]) -> None:
 
 def _load_tasks(manager: Any, names: list[str], shots: int | None) -> tuple[dict[str, list[Any]], dict[str, Any]]:
     """Each requested name built once (datasets loaded once): its lm-eval objects, and the plain layout."""
-    from lm_eval.api.group import Group
-
     objects: dict[str, list[Any]] = {}
     layout: dict[str, Any] = {"groups": {}, "leaves": {}, "output_types": {}, "fewshot": {}}
     for name in names:
@@ -334,7 +329,6 @@ def _load_tasks(manager: Any, names: list[str], shots: int | None) -> tuple[dict
         top = loaded["groups"].get(name) or loaded["tasks"].get(name)
         objects[name] = [top] if top is not None else list(loaded["tasks"].values())  # a tag: its tasks
         for group in loaded["groups"].values():
-            assert isinstance(group, Group)
             layout["groups"][group.name] = {
                 "subtasks": [t.task_name for t in group.get_all_tasks()],
                 "aggregate": {a.metric: a.weight_by_size for a in group.aggregate_metric_list or []}}
@@ -403,7 +397,8 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()  # into the log, whose tail the manifest quotes
         result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000],
                   "traceback": traceback.format_exc(limit=10)[-6000:]}
-    result.update(runs=state.get("runs"), command=command_line(job, state.get("runs")), versions=versions(), wall_time_s=watch.seconds())
+    result.update(runs=state.get("runs"), command=command_line(job, state.get("runs")), versions=versions(),
+                  wall_time_s=watch.seconds())
     write_result(job["result_path"], result)
     print(json.dumps({"event": "end", "status": result["status"], "seconds": result["wall_time_s"]}), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)

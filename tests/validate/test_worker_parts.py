@@ -417,7 +417,8 @@ def test_lmeval_worker_end_to_end_writes_per_document_results(tiny_llama, tmp_pa
     (gen / "bot_grp.yaml").write_text(GROUP)
     (gen / "gen.jsonl").write_text("".join(json.dumps({"q": f"{i}+{i}", "a": str(2 * i)}) + "\n" for i in range(5)))
     job = {"backend": "hf", "model_path": str(model), "result_path": str(tmp_path / "result.json"),
-           "samples_path": str(tmp_path / "out" / "samples.json"), "tasks": ["bot_grp", "bot_wikitext_mini", "bot_gen_tiny"],
+           "samples_path": str(tmp_path / "out" / "samples.json"),
+           "tasks": ["bot_grp", "bot_wikitext_mini", "bot_gen_tiny"],
            "limit": 6, "num_fewshot": 1, "batch_size": "auto", "device": "cpu", "dtype": "auto",
            "include_paths": [str(BUNDLED_TASKS_DIR), str(gen)], "seed": 1234,
            "apply_chat_template": True, "fewshot_as_multiturn": True}

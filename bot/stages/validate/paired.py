@@ -252,7 +252,8 @@ class PairedResult:
     def comparison_fields(self) -> dict[str, Any]:
         return {"recovery": dict(self.recovery), "mean_recovery": self.mean_recovery,
                 "mean_recovery_ci": self.mean_recovery_ci, "confidence": self.confidence,
-                "bootstrap": dict(self.bootstrap), "tasks": list(self.tasks), "tasks_compared": list(self.tasks_compared)}
+                "bootstrap": dict(self.bootstrap), "tasks": list(self.tasks),
+                "tasks_compared": list(self.tasks_compared)}
 
 
 def _point(unit: _Unit, z: float) -> None:
