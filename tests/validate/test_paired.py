@@ -162,3 +162,11 @@ def test_fills_a_comparison():
     low, high = comp.mean_recovery_ci
     assert low < comp.mean_recovery < high
     assert Comparison.model_validate_json(comp.model_dump_json()) == comp
+
+
+def test_a_base_near_zero_leaves_resamples_without_a_ratio():
+    base = samples(t=gen([1] + [0] * 39))  # one right answer: most resamples of the base score 0
+    res = paired.compare_tasks(base, base, GATE)
+    (t,) = res.tasks
+    assert t.recovery == 100.0 and t.ci is None and "resamples left no ratio: no interval" in t.note
+    assert res.mean_recovery == 100.0 and res.mean_recovery_ci is None  # the gate cannot lean on it

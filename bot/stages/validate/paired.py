@@ -318,9 +318,12 @@ def compare_tasks(base_samples: dict[str, Any], variant_samples: dict[str, Any],
         got = sorted(rec_samples[u.name])
         if comp.recovery is None:
             continue
-        if len(got) < resamples * (1 - alpha):
-            comp.note = _join(comp.note, f"{resamples - len(got)} of {resamples} resamples left no ratio: no interval")
-            continue
+        if len(got) < resamples:  # a resample whose base scored 0: no ratio; too many of them, no interval
+            enough = len(got) >= resamples * (1 - alpha)
+            comp.note = _join(comp.note, f"{resamples - len(got)} of {resamples} resamples left no ratio"
+                                         + ("" if enough else ": no interval"))
+            if not enough:
+                continue
         comp.ci = [round(percentile(got, alpha), 2), round(percentile(got, 1 - alpha), 2)]
     comps = [u.comparison for u in units if u.comparison is not None]
     recov = {u.name: u.comparison.recovery for u in used if u.comparison and u.comparison.recovery is not None}
