@@ -111,7 +111,7 @@ def compare(base: ValidateRecord | None, variant: ValidateRecord, base_size: int
                      base_validated_at=base.validated_at if base is not None else None)
     if paired is not None:
         out.tasks = paired.tasks
-        out.recovery = {t.task: t.recovery for t in paired.tasks if t.recovery is not None}
+        out.recovery = dict(paired.recovery)  # the tasks used: at-chance ones are in `tasks`, flagged
         out.tasks_compared = list(paired.tasks_compared)
         out.mean_recovery, out.mean_recovery_ci = paired.mean_recovery, paired.mean_recovery_ci
         out.confidence, out.bootstrap = paired.confidence, dict(paired.bootstrap)

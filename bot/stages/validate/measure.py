@@ -170,12 +170,12 @@ class ModelValidation:
                "device": self.plan.device, "dtype": "auto", "tensor_parallel_size": self.tensor_parallel().size,
                "gpu_memory_utilization": v.speed.gpu_memory_utilization, "max_model_len": max_len,
                "enforce_eager": v.speed.enforce_eager, "apply_chat_template": chat,
-               "fewshot_as_multiturn": chat and bool(self.plan.num_fewshot), "samples_path": str(samples),
+               "fewshot_as_multiturn": chat, "samples_path": str(samples),  # the worker applies it per task
                "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
         what = f"lm-eval {','.join(self.plan.tasks)}" + (f" (round {rounds}, limit {limit})" if rounds > 1 else "")
         self.on_event("phase", {"model": self.name, "phase": what})
         acc = AccuracyRecord(limit=limit, num_fewshot=self.plan.num_fewshot, backend=self.plan.backend,
-                             rounds=rounds, apply_chat_template=chat, fewshot_as_multiturn=job["fewshot_as_multiturn"])
+                             rounds=rounds)
         try:
             res = self._call("lmeval_worker", "lmeval", job, rec, "lmeval_worker")
         except WorkerFailed as exc:
@@ -185,7 +185,8 @@ class ModelValidation:
         acc.tasks = [TaskScore.model_validate(t) for t in res["tasks"]]
         acc.command = res.get("command", "")
         acc.batch_size = res.get("batch_size", job["batch_size"])
-        acc.apply_chat_template = bool(res.get("apply_chat_template", chat))
+        acc.apply_chat_template = bool(res.get("apply_chat_template"))
+        acc.fewshot_as_multiturn = bool(res.get("fewshot_as_multiturn"))
         acc.samples_file = SAMPLES_FILE if samples.is_file() else None
         rec.versions.update(res.get("versions") or {})
         rec.accuracy = acc
