@@ -242,8 +242,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     result.update(tokens=wins.positions, windows=len(wins.inputs), bos_per_window=bool(wins.prefix),
                   base_logits="cached" if wins.cache is not None else "recomputed", base=base)
     common = {"text": name, "text_fingerprint": fingerprint, "window": int(job["window"]), "vocab": "full",
-              "topk": None, "truncation_bound": None, "backend": "hf", "device": job["device"], "dtype": dtype,
-              "tokens": wins.positions, "windows": len(wins.inputs)}
+              "topk": None, "truncation_bound": None, "backend": "hf", "device": job["device"], "dtype": dtype}
     result["variants"] = {}
     for variant in job["variants"]:
         emit("variant", name=variant["name"], model=variant["model_path"])
