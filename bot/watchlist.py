@@ -185,10 +185,6 @@ class Watchlist(BaseModel):
             raise PydanticCustomError(exc.type, exc.message_template, ctx) from None
         return value
 
-    def defaults_dict(self) -> dict[str, Any]:
-        """A copy of `defaults:` (the watchlist layer for bot.config.load_settings)."""
-        return dict(self.defaults)
-
     def layers(self, cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
                model_id: str | None = None) -> SettingsLayers:
         """The merge's inputs: this file's `defaults:`, the entry covering `model_id` (if any), env and CLI."""
@@ -239,7 +235,8 @@ def entry_profile(entry: WatchEntry | None, model_id: str | None, defaults: Mapp
     layer: dict[str, Any] = {key: getattr(entry, key) for key in ("namespace", "repo_name", "private", "max_params_b")
                              if getattr(entry, key) is not None}
     if entry.trust_remote_code and (model_id or entry.author):
-        layer["trust_remote_code"] = list(dict.fromkeys([*defaults.get("trust_remote_code", []), model_id or entry.author]))
+        allowed = [*defaults.get("trust_remote_code", []), model_id or entry.author]
+        layer["trust_remote_code"] = list(dict.fromkeys(allowed))
     if entry.licenses_denied:
         layer["license_deny"] = list(dict.fromkeys([*defaults.get("license_deny", []), *entry.licenses_denied]))
     return layer

@@ -34,7 +34,7 @@ def publish(
     samples: Optional[int] = typer.Option(None, "--samples", help="Calibration samples."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Calibration sequence length."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated lm-eval tasks."),
-    limit: Optional[str] = typer.Option(None, "--limit", help=f"lm-eval samples per task: {LIMIT_VALUES}."),
+    limit: Optional[str] = typer.Option(None, "--limit", metavar="N|all", help=f"lm-eval samples per task: {LIMIT_VALUES}."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Validation backend: auto, vllm or hf."),
     device: Optional[str] = typer.Option(None, "--device", help="Quantize on auto, cpu or cuda."),
 ) -> None:

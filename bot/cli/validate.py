@@ -74,7 +74,7 @@ def validate(
     variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="Variant (recipe id); repeat for several (default: all)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="auto (vLLM when the serve env has it and a GPU), vllm or hf."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated lm-eval tasks (default: the settings' suite; the bundled tasks on CPU)."),
-    limit: Optional[str] = typer.Option(None, "--limit", help=f"Samples per task: {LIMIT_VALUES} (the whole task)."),
+    limit: Optional[str] = typer.Option(None, "--limit", metavar="N|all", help=f"Samples per task: {LIMIT_VALUES} (the whole task)."),
     force: bool = typer.Option(False, "--force", help="Validate again what is already validated (the base too)."),
     serve_python: Optional[str] = typer.Option(None, "--serve-python", help="Interpreter with vLLM/lm-eval (BOT_SERVE_PYTHON)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),

@@ -56,8 +56,9 @@ def watch(
     run: bool = typer.Option(False, "--run", help="Run the pipeline here, one model after another."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write, dispatch and run nothing."),
     ref: str = typer.Option("main", "--ref", help="Git ref that publish.yml runs on."),
-    limit: Optional[str] = typer.Option(None, "--limit", help=f"Dispatch or run at most N models ({LIMIT_VALUES}, "
-                                        "default all); the rest wait for the next cycle."),
+    limit: Optional[str] = typer.Option(None, "--limit", metavar="N|all",
+                                        help=f"Dispatch or run at most N models ({LIMIT_VALUES}, default all); "
+                                             "the rest wait for the next cycle."),
 ) -> None:
     """Look for new models and new revisions of the watched authors; dispatch or run the publishing."""
     if dispatch and run:

@@ -158,8 +158,9 @@ def _stop_if_hub_down(exc: HubError, client: WatchHub, stopped: str = "stopped a
     detail = exc.message.replace(f": cannot reach {endpoint} (", " (")
     raise HubUnreachable(
         f"cannot reach {endpoint}: {detail}; the watch cycle {stopped}",
-        status=exc.status, hint="check the network and HF_ENDPOINT / hub_endpoint; the next cycle starts over; "
-                                "hub_retries and hub_retry_base_s / hub_retry_max_s bound each request's retries") from exc
+        status=exc.status,
+        hint="check the network and HF_ENDPOINT / hub_endpoint; the next cycle starts over; hub_retries and "
+             "hub_retry_base_s / hub_retry_max_s bound each request's retries") from exc
 
 
 class _Planner:
