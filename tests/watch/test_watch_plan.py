@@ -264,3 +264,31 @@ def test_hub_errors_skip_one_model_and_retry(hub: FakeHub, ledger: Ledger, layer
     hub.add("org/Missing", sha="f" * 40)
     run_watch(watch, hub, ledger, layers, now=NOW)
     assert [r.revision for r in ledger.models(model_id="org/Missing")] == ["f" * 40]
+
+
+def test_run_here_stops_when_the_hub_goes_down(hub: FakeHub, ledger: Ledger, layers: SettingsLayers) -> None:
+    """A publish that cannot reach the Hub fails that model and stops the cycle: the next would fail the same way."""
+    import httpx
+
+    from bot.errors import HubError
+    from bot.stages.watch.run import HubUnreachable
+
+    hub.add("org/First", sha="1" * 40, age_hours=1)
+    hub.add("org/Second", sha="2" * 40, age_hours=2)
+    calls = []
+
+    def publish(model_id: str, revision: str, recipes: list[str], s: Settings) -> None:
+        calls.append(model_id)
+        try:
+            raise httpx.ConnectError("connection refused")
+        except httpx.ConnectError as exc:
+            raise HubError(f"download {model_id} failed after 5 attempts: cannot reach {hub.endpoint} (ConnectError)",
+                           repo_id=model_id) from exc
+
+    with pytest.raises(HubUnreachable, match=f"^cannot reach {hub.endpoint}: download org/First failed after 5 "
+                                             r"attempts \(ConnectError\); the watch cycle stopped"):
+        run_watch(wl("watch:\n  - author: org\n    recipes: [fp8-dynamic]\n"), hub, ledger, layers, run=True,
+                  publish=publish, now=NOW)
+    assert calls == ["org/First"]
+    assert ledger.get_model("org/First", "1" * 40).state == "failed"
+    assert ledger.get_model("org/Second", "2" * 40).state == "queued"

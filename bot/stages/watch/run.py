@@ -150,9 +150,11 @@ class HubUnreachable(HubError):
 UNREACHABLE_STATUSES = frozenset({502, 503, 504})
 
 
-def _stop_if_hub_down(exc: HubError, client: WatchHub, stopped: str = "stopped and recorded nothing") -> None:
+def _stop_if_hub_down(exc: BaseException, client: WatchHub, stopped: str = "stopped and recorded nothing") -> None:
     """Raise `HubUnreachable` when `exc` is the Hub's failure rather than one model's (the caller then skips)."""
-    if isinstance(exc, HubAuthError) or not (is_transport_error(exc) or exc.status in UNREACHABLE_STATUSES):
+    if not isinstance(exc, HubError) or isinstance(exc, HubAuthError):
+        return
+    if not (is_transport_error(exc) or exc.status in UNREACHABLE_STATUSES):
         return
     endpoint = getattr(client, "endpoint", "the Hub")
     detail = exc.message.replace(f": cannot reach {endpoint} (", " (")
@@ -189,11 +191,8 @@ class _Planner:
             info = self.client.model_info(model_id)
         except HubAuthError:
             raise
-        except HubError as exc:
+        except (HubError, ModelError, HfHubHTTPError) as exc:
             _stop_if_hub_down(exc, self.client)
-            return Candidate(model_id, None, "skip", f"Hub: {_one_line(exc)}", retry=True, ledger_state="skipped",
-                             entry=entry, settings=settings)
-        except (ModelError, HfHubHTTPError) as exc:
             return Candidate(model_id, None, "skip", f"Hub: {_one_line(exc)}", retry=True, ledger_state="skipped",
                              entry=entry, settings=settings)
         sha = info.sha
@@ -209,8 +208,7 @@ class _Planner:
         except HubAuthError:
             raise
         except (HubError, HfHubHTTPError) as exc:
-            if isinstance(exc, HubError):
-                _stop_if_hub_down(exc, self.client)
+            _stop_if_hub_down(exc, self.client)
             return Candidate(model_id, sha, "skip", f"Hub: {_one_line(exc)}", retry=True, entry=entry,
                              settings=settings)
 
@@ -283,8 +281,7 @@ def plan_watch(watchlist: Watchlist, client: WatchHub, ledger: Ledger, layers: S
         except HubAuthError:
             raise
         except (HubError, HfHubHTTPError) as exc:
-            if isinstance(exc, HubError):
-                _stop_if_hub_down(exc, client)
+            _stop_if_hub_down(exc, client)
             candidates[f"{author}/*"] = Candidate(f"{author}/*", None, "skip", f"listing failed: {_one_line(exc)}",
                                                   retry=True)
             continue
@@ -380,8 +377,7 @@ def _run_one(cand: Candidate, ledger: Ledger, publish: PublishFn, client: WatchH
     except BotError as exc:
         ledger.set_model(cand.model_id, cand.revision, "failed", exc.one_line())
         _sync_variants(ledger, model_settings, cand.model_id, cand.revision)
-        if isinstance(exc, HubError):
-            _stop_if_hub_down(exc, client, "stopped")  # the next models would fail the same way
+        _stop_if_hub_down(exc, client, "stopped")  # the next models would fail the same way
         return Action(cand.model_id, cand.revision, "failed", exc.one_line())
     except Exception as exc:
         ledger.set_model(cand.model_id, cand.revision, "failed", f"{type(exc).__name__}: {exc}")
