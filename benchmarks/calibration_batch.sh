@@ -13,7 +13,7 @@ mkdir -p "$W"
 for b in 1 8; do
   "$PY" -m bot quantize "$W/SmolLM2-135M-Instruct" --out "$W/runs/batch$b" -r w4a16-gptq -r w8a8-int8 --device cpu \
     --samples 64 --seq-len 512 --calibration "$W/long.jsonl" --calibration-batch-size "$b"
-  "$PY" -m bot validate "$W/runs/batch$b" --backend hf --tasks bot_wikitext_mini --limit 0
+  "$PY" -m bot validate "$W/runs/batch$b" --backend hf --tasks bot_wikitext_mini --limit all
 done
 DATE=$(date -u +%Y-%m-%d)
 "$PY" "$ROOT/benchmarks/report.py" "$ROOT/benchmarks/calibration-batch-$DATE" "$W/runs/batch1" "$W/runs/batch8" \

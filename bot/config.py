@@ -1,6 +1,18 @@
-"""Settings, merged once in one order: defaults < watchlist.yaml `defaults:` < environment (BOT_*) < CLI.
+"""Settings, merged once, in this order (a later layer wins, key by key):
 
-`load_settings()` is the only place that merges; everything else receives a frozen `Settings`.
+1. built-in defaults (the fields below);
+2. `watchlist.yaml` `defaults:` (every command given `--watchlist`, and `bot watch`);
+3. the profile: what is specific to this one run, more specific than the watchlist's defaults: the watch entry
+   that covers the model (its namespace, repo_name, private, max_params_b, trust_remote_code, licenses_denied;
+   `bot watch` per model, `bot publish MODEL --watchlist W`), or the bundled demo's CPU-sized settings
+   (`bot publish` with no MODEL, `bot.stages.demo.demo_profile`); never both;
+4. the environment (`BOT_<FIELD>`, nested with `__`, e.g. `BOT_VALIDATE__LIMIT=100`; `HF_ENDPOINT`);
+5. command-line flags.
+
+So an operator's environment and flags always win over the watchlist and the demo (`BOT_VALIDATE__LIMIT=100 bot
+publish` evaluates 100 samples; `bot publish M --namespace X --watchlist W` publishes under X). `load_settings()`
+(or `SettingsLayers.merge()`, the same call) is the only place that merges; everything else receives a frozen
+`Settings` and never patches it.
 """
 
 from __future__ import annotations
@@ -8,10 +20,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from bot.errors import ConfigError
 
@@ -50,6 +64,21 @@ class SpeedSettings(_Strict):
 
 
 WHOLE_TASK = "all"  # the one explicit value of `validate.limit` for "every document of the task"
+LIMIT_VALUES = f"a positive integer or '{WHOLE_TASK}'"  # what every `limit` accepts (settings and `--limit`)
+
+
+def parse_limit(value: Any) -> int | Literal["all"]:
+    """A limit: an integer >= 1 (or its text) or 'all'. Anything else (0, negatives, 1.5, 'ten', true) is a
+    ValueError saying what is allowed. The one rule for `validate.limit`, BOT_VALIDATE__LIMIT and every `--limit`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == WHOLE_TASK:
+            return WHOLE_TASK
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"must be {LIMIT_VALUES} (got {value!r})")
 
 
 class FidelitySettings(_Strict):
@@ -63,8 +92,8 @@ class FidelitySettings(_Strict):
 class ValidateSettings(_Strict):
     backend: Literal["auto", "vllm", "hf"] = "auto"
     tasks: list[str] = Field(default_factory=lambda: ["arc_challenge", "hellaswag", "winogrande", "gsm8k", "mmlu"])
-    limit: int | Literal["all"] = Field(default=250, ge=1, description=f"samples per task ({WHOLE_TASK!r}: the "
-                                        "whole task)")
+    limit: int | Literal["all"] = Field(default=250, description=f"samples per task, {LIMIT_VALUES} (the whole "
+                                        "task)")
     fidelity: FidelitySettings = FidelitySettings()
     include_path: Path | None = None
     num_fewshot: int | None = None
@@ -83,6 +112,14 @@ class ValidateSettings(_Strict):
     )
     max_new_tokens: int = 64
     worker_timeout_s: int = Field(default=4 * 3600, ge=60, description="per worker run (load+speed, or lm-eval)")
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _check_limit(cls, v: Any) -> int | str:
+        try:
+            return parse_limit(v)
+        except ValueError:
+            raise PydanticCustomError("limit", f"must be {LIMIT_VALUES}") from None
 
 
 class GateSettings(_Strict):
@@ -197,19 +234,67 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _holds(layer: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
+    node: Any = layer
+    for part in loc:
+        key = "validate" if part == "validate_" else part
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return _ENV_PREFIX + "__".join(("validate" if p == "validate_" else str(p)).upper() for p in loc)
+
+
 def load_settings(
-    watchlist_defaults: dict[str, Any] | None = None,
-    cli: dict[str, Any] | None = None,
-    environ: dict[str, str] | None = None,
+    watchlist_defaults: Mapping[str, Any] | None = None,
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
     source: str = "settings",
+    profile: Mapping[str, Any] | None = None,
+    profile_name: str = "profile",
 ) -> Settings:
-    """Merge the layers once. CLI values of None mean "not given" and never override."""
+    """Merge the layers once: defaults < `watchlist_defaults` < `profile` (a watch entry or the demo) < environment
+    < `cli`. Values of None mean "not given" and never override. A bad value is one ConfigError naming the layer
+    it came from (the environment variable, `source` for the watchlist, `profile_name`, the command line)."""
+    env = _env_layer(dict(os.environ if environ is None else environ))
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        (source, watchlist_defaults or {}), (profile_name, profile or {}), ("environment", env),
+        ("command line", cli or {})]
     merged: dict[str, Any] = {}
-    for layer in (watchlist_defaults or {}, _env_layer(dict(os.environ if environ is None else environ)), cli or {}):
-        merged = _deep_merge(merged, layer)
+    for _name, layer in layers:
+        merged = _deep_merge(merged, dict(layer))
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{loc}: {err['msg']}", path=source, hint="fix or remove that setting") from None
+        loc = tuple(err["loc"])
+        where = next((name for name, layer in reversed(layers) if _holds(layer, loc)), source)
+        shown = ".".join("validate" if p == "validate_" else str(p) for p in loc)
+        got = err.get("input")
+        detail = f"{shown}: {err['msg']}" + ("" if isinstance(got, (dict, list)) else f" (got {got!r})")
+        if where == "environment":
+            where, detail = _env_name(loc), f"{err['msg']} (got {got!r})"
+        raise ConfigError(detail, path=where, hint="fix or remove that setting") from None
+
+
+@dataclass(frozen=True)
+class SettingsLayers:
+    """The inputs of one merge, kept so that a more specific profile (a watch entry per model) can be merged with
+    the same watchlist, environment and command line: each `Settings` is still made by one `load_settings` call."""
+
+    watchlist_defaults: Mapping[str, Any] = field(default_factory=dict)
+    cli: Mapping[str, Any] = field(default_factory=dict)
+    environ: Mapping[str, str] | None = None  # None: os.environ when merged
+    source: str = "settings"
+    profile: Mapping[str, Any] = field(default_factory=dict)
+    profile_name: str = "profile"
+
+    def merge(self) -> Settings:
+        return load_settings(self.watchlist_defaults, self.cli, self.environ, self.source, self.profile,
+                             self.profile_name)
+
+    def with_profile(self, profile: Mapping[str, Any], name: str) -> "SettingsLayers":
+        return SettingsLayers(self.watchlist_defaults, self.cli, self.environ, self.source, dict(profile), name)

@@ -19,13 +19,13 @@ import hashlib
 import json
 from datetime import date
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Mapping, NoReturn, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from bot.config import Settings, load_settings
+from bot.config import Settings, SettingsLayers
 from bot.errors import ConfigError, UnknownRecipeError
 
 DEFAULT_RECIPES = ("w4a16-gptq", "w4a16-awq", "w4a16-autoround", "w8a8-int8", "fp8-dynamic", "nvfp4")
@@ -185,13 +185,17 @@ class Watchlist(BaseModel):
             raise PydanticCustomError(exc.type, exc.message_template, ctx) from None
         return value
 
-    def defaults_dict(self) -> dict[str, Any]:
-        """A copy of `defaults:` (the watchlist layer for bot.config.load_settings)."""
-        return dict(self.defaults)
+    def layers(self, cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+               model_id: str | None = None) -> SettingsLayers:
+        """The merge's inputs: this file's `defaults:`, the entry covering `model_id` (if any), env and CLI."""
+        base = SettingsLayers(watchlist_defaults=dict(self.defaults), cli=dict(cli or {}), environ=environ,
+                              source=self.source)
+        return entry_layers(base, self.entry_for(model_id), model_id) if model_id else base
 
-    def settings(self, cli: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:
-        """defaults < watchlist `defaults:` < environment < CLI, merged once by bot.config."""
-        return load_settings(watchlist_defaults=self.defaults, cli=cli, environ=environ, source=self.source)
+    def settings(self, cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                 model_id: str | None = None) -> Settings:
+        """defaults < watchlist `defaults:` < `model_id`'s entry < environment < CLI, merged once by bot.config."""
+        return self.layers(cli, environ, model_id).merge()
 
     def entry_for(self, model_id: str) -> WatchEntry | None:
         """The first entry that takes `model_id` (explicit lists first), or None."""
@@ -221,22 +225,29 @@ def recipes_for(entry: WatchEntry | None, settings: Settings, available: Sequenc
     return tuple(available)
 
 
-def settings_for_entry(settings: Settings, entry: WatchEntry | None, model_id: str | None = None) -> Settings:
-    """Settings with an entry's overrides (namespace, repo_name, private, size limit, remote code, licences)."""
+def entry_profile(entry: WatchEntry | None, model_id: str | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings layer of a watch entry (the profile of `bot.config.load_settings`: above the watchlist's
+    `defaults:`, below the environment and the command line): its namespace, repo_name, private and max_params_b;
+    `trust_remote_code: true` adds the model (or the author) to the defaults' list; `licenses_denied` adds to the
+    defaults' `license_deny`."""
     if entry is None:
-        return settings
-    update: dict[str, Any] = {}
-    for key in ("namespace", "repo_name", "private", "max_params_b"):
-        value = getattr(entry, key)
-        if value is not None:
-            update[key] = value
-    if entry.trust_remote_code:
-        target = model_id or entry.author
-        if target and target not in settings.trust_remote_code:
-            update["trust_remote_code"] = [*settings.trust_remote_code, target]
+        return {}
+    layer: dict[str, Any] = {key: getattr(entry, key) for key in ("namespace", "repo_name", "private", "max_params_b")
+                             if getattr(entry, key) is not None}
+    if entry.trust_remote_code and (model_id or entry.author):
+        allowed = [*defaults.get("trust_remote_code", []), model_id or entry.author]
+        layer["trust_remote_code"] = list(dict.fromkeys(allowed))
     if entry.licenses_denied:
-        update["license_deny"] = list(dict.fromkeys([*settings.license_deny, *entry.licenses_denied]))
-    return settings.model_copy(update=update) if update else settings
+        layer["license_deny"] = list(dict.fromkeys([*defaults.get("license_deny", []), *entry.licenses_denied]))
+    return layer
+
+
+def entry_layers(layers: SettingsLayers, entry: WatchEntry | None, model_id: str | None) -> SettingsLayers:
+    """`layers` with the entry's profile (see `entry_profile`); unchanged without an entry."""
+    if entry is None:
+        return layers
+    return layers.with_profile(entry_profile(entry, model_id, layers.watchlist_defaults),
+                               f"{layers.source}: watch entry {entry.label}")
 
 
 # ---------------------------------------------------------------- loading with line numbers

@@ -11,7 +11,8 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from bot.cli._common import console, out, settings_from_cli, worker_progress
+from bot.cli._common import console, out, parse_limit_option, settings_from_cli, worker_progress
+from bot.config import LIMIT_VALUES
 from bot.errors import StageError
 
 
@@ -33,7 +34,7 @@ def publish(
     samples: Optional[int] = typer.Option(None, "--samples", help="Calibration samples."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Calibration sequence length."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated lm-eval tasks."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="lm-eval samples per task."),
+    limit: Optional[str] = typer.Option(None, "--limit", metavar="N|all", help=f"lm-eval samples per task: {LIMIT_VALUES}."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Validation backend: auto, vllm or hf."),
     device: Optional[str] = typer.Option(None, "--device", help="Quantize on auto, cpu or cuda."),
 ) -> None:
@@ -42,25 +43,18 @@ def publish(
 
     cli = dict(
         runs_dir=runs_dir, recipes_file=recipes_file, calibration__file=calibration, calibration__samples=samples,
-        calibration__seq_len=seq_len, validate__tasks=tasks.split(",") if tasks else None, validate__limit=limit,
-        validate__backend=backend, device=device, hub_target=target, namespace=namespace, private=private,
-        templates_dir=templates,
+        calibration__seq_len=seq_len, validate__tasks=tasks.split(",") if tasks else None,
+        validate__limit=parse_limit_option(limit), validate__backend=backend, device=device, hub_target=target,
+        namespace=namespace, private=private, templates_dir=templates,
     )
-    demo = model is None
-    if demo:
-        from bot.stages.demo import demo_cli_defaults
+    if model is None:  # the demo: its CPU-sized settings are the profile layer (env and flags still win)
+        from bot.stages.demo import DEMO_PROFILE, bundled_model, demo_profile
 
-        cli = {**demo_cli_defaults(), **{k: v for k, v in cli.items() if v is not None}}
-    settings = settings_from_cli(watchlist, **cli)
-    if demo:
-        from bot.stages.demo import bundled_model
-
+        settings = settings_from_cli(watchlist, profile=(DEMO_PROFILE, demo_profile()), **cli)
         console.log("no model given: using the bundled SmolLM2-135M-Instruct (CPU-sized settings)")
         model = str(bundled_model(settings))
-    elif watchlist is not None:
-        from bot.watchlist import load_watchlist, settings_for_entry
-
-        settings = settings_for_entry(settings, load_watchlist(watchlist).entry_for(model), model)
+    else:  # the watchlist's entry for MODEL (if any) is the profile layer
+        settings = settings_from_cli(watchlist, model=model, **cli)
     chosen = list(recipe or []) + [r.strip() for r in (recipes or "").split(",") if r.strip()]
     with worker_progress("quantize", len(chosen) or 6) as on_q:
         result = publish_model(model, revision, chosen or None, settings, force=force, dry_run=dry_run,

@@ -11,8 +11,8 @@ from rich import box
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.cli._common import console, out, settings_from_cli
-from bot.config import Settings
+from bot.cli._common import console, out, parse_limit_option, settings_from_cli
+from bot.config import LIMIT_VALUES, Settings
 from bot.errors import ConfigError, ModelError, StageError
 from bot.manifest import Status, VariantValidateRecord
 from bot.present import recovery_text
@@ -31,14 +31,11 @@ def _parse_tasks(tasks: str | None) -> list[str] | None:
     return names
 
 
-def _settings(watchlist: Path | None, backend: str | None, tasks: str | None, limit: int | None,
+def _settings(watchlist: Path | None, backend: str | None, tasks: str | None, limit: str | None,
               serve_python: str | None, device: str | None, recipes_file: Path | None) -> Settings:
-    settings = settings_from_cli(watchlist, serve_python=serve_python, device=device, recipes_file=recipes_file,
-                                 validate__backend=backend, validate__tasks=_parse_tasks(tasks),
-                                 validate__limit=limit if limit != 0 else None)
-    if limit == 0:  # 0 = the whole task (None cannot be passed through the CLI layer)
-        return settings.model_copy(update={"validate_": settings.validate.model_copy(update={"limit": None})})
-    return settings
+    return settings_from_cli(watchlist, serve_python=serve_python, device=device, recipes_file=recipes_file,
+                             validate__backend=backend, validate__tasks=_parse_tasks(tasks),
+                             validate__limit=parse_limit_option(limit))
 
 
 def _pct(value: float | None) -> str:
@@ -79,7 +76,7 @@ def validate(
     variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="Variant (recipe id); repeat for several (default: all)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="auto (vLLM when the serve env has it and a GPU), vllm or hf."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated lm-eval tasks (default: the settings' suite; the bundled tasks on CPU)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Samples per task (0: the whole task)."),
+    limit: Optional[str] = typer.Option(None, "--limit", metavar="N|all", help=f"Samples per task: {LIMIT_VALUES} (the whole task)."),
     force: bool = typer.Option(False, "--force", help="Validate again what is already validated (the base too)."),
     serve_python: Optional[str] = typer.Option(None, "--serve-python", help="Interpreter with vLLM/lm-eval (BOT_SERVE_PYTHON)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),

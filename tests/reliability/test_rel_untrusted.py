@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.clients.hub import RetryPolicy, make_hub_client
-from bot.config import Settings
+from bot.config import SettingsLayers
 from bot.ledger import Ledger
 from bot.localhub import LocalHub
 from bot.stages.watch.run import run_watch
@@ -120,13 +120,14 @@ def test_watcher_skips_a_repo_whose_config_asks_for_remote_code(tmp_path):
                        config={**llama, "auto_map": AUTO_MAP}, card_data={"license": "apache-2.0"})  # no custom_code tag
         hub.seed_model("remoteorg/Plain-1B", files={"model.safetensors": safetensors_bytes()}, config=llama,
                        card_data={"license": "apache-2.0"})
-        settings = Settings(runs_dir=tmp_path / "runs", namespace="bot-test", hub_target="hub", hub_endpoint=hub.url)
-        client = make_hub_client(settings, RetryPolicy(attempts=1))
+        layers = SettingsLayers(watchlist_defaults={"runs_dir": tmp_path / "runs", "namespace": "bot-test",
+                                                    "hub_target": "hub", "hub_endpoint": hub.url}, environ={})
+        client = make_hub_client(layers.merge(), RetryPolicy(attempts=1))
         for trust, expected in ((False, "needs remote code (auto_map in config)"), (True, None)):
             wl = parse_watchlist(f"watch:\n  - author: remoteorg\n    trust_remote_code: {str(trust).lower()}\n"
                                  "    recipes: [fp8-dynamic]\n")
             with Ledger(":memory:") as ledger:
-                result = run_watch(wl, client, ledger, settings, dry_run=True)
+                result = run_watch(wl, client, ledger, layers, dry_run=True)
             got = {c.model_id: c for c in result.plan.candidates}
             custom = got["remoteorg/Custom-1B"]
             if expected:

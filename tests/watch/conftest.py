@@ -12,13 +12,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from watchfakes import FakeDispatcher, FakeHub  # noqa: E402
 
-from bot.config import Settings  # noqa: E402
+from bot.config import Settings, SettingsLayers  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(runs_dir=tmp_path / "runs", namespace="bot-test")
+def layers(tmp_path: Path) -> SettingsLayers:
+    """The settings' merge inputs of the watcher: these as the watchlist's defaults, no environment, no flags."""
+    return SettingsLayers(watchlist_defaults={"runs_dir": tmp_path / "runs", "namespace": "bot-test"}, environ={})
+
+
+@pytest.fixture
+def settings(layers: SettingsLayers) -> Settings:
+    return layers.merge()
 
 
 @pytest.fixture

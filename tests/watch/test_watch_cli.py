@@ -1,18 +1,26 @@
-"""`bot watch` and `bot status` through typer (each module's register(app) on a fresh app)."""
+"""`bot watch` and `bot status` through typer (each module's register(app) on a fresh app), with the real Hub
+client over HTTP against bot.localhub (HF_ENDPOINT), or against a port nobody listens on."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import typer
+from test_watch_e2e_localhub import seed_base
 from typer.testing import CliRunner
-from watchfakes import FakeHub
 
 import bot.cli.status as status_cli
 import bot.cli.watch as watch_cli
 from bot.cli._errors import run_app
 from bot.config import Settings
+from bot.localhub import LocalHub
 from bot.ledger import Ledger
 from bot.manifest import BaseManifest, BaseModelRecord, GateDecision, QuantizeRecord, Status, VariantManifest, \
     VariantValidateRecord
@@ -33,13 +41,20 @@ def app() -> typer.Typer:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: FakeHub) -> Path:
+def local_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
+    with LocalHub(tmp_path / "hub") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        yield hub
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_hub: LocalHub) -> Path:
     monkeypatch.chdir(tmp_path)
-    for key in ("BOT_NAMESPACE", "BOT_RUNS_DIR", "HF_TOKEN", "BOT_WATCHLIST"):
-        monkeypatch.delenv(key, raising=False)
+    for key in list(os.environ):
+        if key.startswith("BOT_") or key in ("HF_TOKEN", "GITHUB_TOKEN"):
+            monkeypatch.delenv(key, raising=False)
     (tmp_path / "watchlist.yaml").write_text(
         "defaults:\n  namespace: bot-test\n  runs_dir: runs\nwatch:\n  - author: org\n    exclude: ['*-GGUF']\n")
-    monkeypatch.setattr(watch_cli, "hub_client", lambda settings: hub)
     return tmp_path
 
 
@@ -49,22 +64,22 @@ def run(app: typer.Typer, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_watch_dry_run_prints_the_plan(app: typer.Typer, project: Path, hub: FakeHub) -> None:
-    hub.add("org/Model-7B", sha="1" * 40)
-    hub.add("org/Model-7B-GGUF")
-    hub.add("org/Gated-1B", gated="manual")
+def test_watch_dry_run_prints_the_plan(app: typer.Typer, project: Path, local_hub: LocalHub) -> None:
+    sha = seed_base(local_hub, "org/Model-7B", 10)
+    seed_base(local_hub, "org/Model-7B-GGUF", 9)
+    seed_base(local_hub, "org/Gated-1B", 8, gated="manual")
     code, out = run(app, "watch", "--dry-run")
     assert code == 0, out
-    assert "org/Model-7B" in out and "new" in out and "111111111111" in out
+    assert "org/Model-7B" in out and "new" in out and sha[:12] in out
     assert "gated (manual)" in out and "include/exclude" in out
     assert "1 to publish, 2 skipped" in out
-    assert "would-queue: org/Model-7B@111111111111" in out
+    assert f"would-queue: org/Model-7B@{sha[:12]}" in out
     assert not (project / "runs" / "ledger.sqlite").exists()
 
 
-def test_watch_records_then_status_shows_ledger_and_run_dirs(app: typer.Typer, project: Path, hub: FakeHub) -> None:
-    sha = "2" * 40
-    hub.add("org/Model-7B", sha=sha)
+def test_watch_records_then_status_shows_ledger_and_run_dirs(app: typer.Typer, project: Path,
+                                                             local_hub: LocalHub) -> None:
+    sha = seed_base(local_hub, "org/Model-7B", 10)
     code, out = run(app, "watch")
     assert code == 0, out
     settings = Settings(runs_dir=project / "runs")
@@ -100,11 +115,71 @@ def test_watch_errors_are_one_line(app: typer.Typer, project: Path, capsys: pyte
     assert "exclude each other" in capsys.readouterr().err
 
 
-def test_watch_dispatch_without_token(app: typer.Typer, project: Path, hub: FakeHub,
+def test_watch_dispatch_without_token(app: typer.Typer, project: Path, local_hub: LocalHub,
                                       monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    hub.add("org/Model-7B")
+    seed_base(local_hub, "org/Model-7B", 10)
     monkeypatch.setenv("GITHUB_REPOSITORY", "octo/bot")
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     assert run_app(app, ["watch", "--dispatch"]) == 7
     assert "GITHUB_TOKEN is not set" in capsys.readouterr().err
     assert not (project / "runs").exists()  # checked before any work
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed when the block ends: nothing listens there
+
+
+def test_unreachable_hub_stops_the_cycle_at_the_first_failure_with_exit_6(project: Path) -> None:
+    """Seven watched models and two authors, the Hub down: one request's bounded retries, one error line, exit 6.
+    A real `bot watch` process: its stderr is what a cron job's log shows."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    models = ", ".join(f"org/M{i}" for i in range(7))
+    (project / "watchlist.yaml").write_text(
+        f"defaults:\n  runs_dir: runs\n  hub_retries: 3\nwatch:\n  - models: [{models}]\n"
+        "  - author: org\n  - author: other\n")
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "BOT_HUB_RETRY_BASE_S": "0.01", "COLUMNS": "200"}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "bot", "watch", "--dry-run"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - started
+    lines = proc.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert proc.returncode == 6, proc.stderr
+    assert len(errors) == 1 and errors[0].startswith(f"error: cannot reach {endpoint}: read model info of org/M0 "
+                                                     "failed after 3 attempts"), proc.stderr
+    assert "the watch cycle stopped" in errors[0] and "(hint: check the network and HF_ENDPOINT" in errors[0]
+    assert len(lines) == 3, proc.stderr  # the one request's 2 retry notices, then the error line
+    assert "org/M1" not in proc.stderr and proc.stdout == ""
+    assert not (project / "runs").exists()  # nothing recorded
+    assert elapsed < 60  # a sanity guard only (it was minutes of retries, one model after another)
+
+
+def test_a_model_specific_failure_skips_that_model_with_its_reason(app: typer.Typer, project: Path,
+                                                                   local_hub: LocalHub) -> None:
+    sha = seed_base(local_hub, "org/Good-1B", 10)
+    seed_base(local_hub, "org/Broken-1B", 9)
+    local_hub.faults.fail(500, path=r"^/api/models/org/Broken-1B", times=None, message="broken repo")
+    (project / "watchlist.yaml").write_text(
+        "defaults:\n  runs_dir: runs\n  hub_retries: 2\n  hub_retry_base_s: 0.01\n"
+        "watch:\n  - models: [org/Missing-1B, org/Broken-1B, org/Good-1B]\n")
+    code, out = run(app, "watch", "--dry-run")
+    assert code == 0, out
+    assert "1 to publish, 2 skipped" in out and f"would-queue: org/Good-1B@{sha[:12]}" in out
+    assert "repository not found" in out and "HTTP 500" in out
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "ten", "1.5"])
+def test_watch_limit_takes_a_positive_integer_or_all(app: typer.Typer, project: Path, local_hub: LocalHub,
+                                                     capsys: pytest.CaptureFixture[str], value: str) -> None:
+    assert run_app(app, ["watch", "--dry-run", "--limit", value]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --limit must be a positive integer or 'all' (got {value!r}) "
+                   "(hint: e.g. --limit 100, or --limit all)\n")
+    seed_base(local_hub, "org/A-1B", 10)
+    seed_base(local_hub, "org/B-1B", 9)
+    code, out = run(app, "watch", "--dry-run", "--limit", "all")
+    assert code == 0 and out.count("would-queue:") == 2, out
+    code, out = run(app, "watch", "--dry-run", "--limit", "1")
+    assert code == 0 and out.count("would-queue:") == 1, out

@@ -12,7 +12,7 @@ import pytest
 from fake_github import FakeGitHub
 
 from bot.clients.github import GitHubDispatcher
-from bot.config import Settings
+from bot.config import Settings, SettingsLayers
 from bot.ledger import Ledger
 from bot.stages.watch.run import CARD_REVISION_KEY, SUFFIXES, run_watch, target_repo_id
 from bot.watchlist import parse_watchlist
@@ -65,7 +65,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     hub.start()
     gh = FakeGitHub().start()
     monkeypatch.setenv("HF_TOKEN", "hf_" + "localdummytoken000000000000")
-    settings = Settings(runs_dir=tmp_path / "runs", namespace="bot-test", hub_target="hub", hub_endpoint=hub.url)
+    layers = SettingsLayers(watchlist_defaults={"runs_dir": tmp_path / "runs", "namespace": "bot-test",
+                                                "hub_target": "hub", "hub_endpoint": hub.url}, environ={})
+    settings = layers.merge()
     shas = {
         "acme/Base-1B": seed_base(hub, "acme/Base-1B", 10),
         "acme/Published-1B": seed_base(hub, "acme/Published-1B", 9),
@@ -88,14 +90,14 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     client = hub_client.make_hub_client(settings, hub_client.RetryPolicy(attempts=1))
     dispatcher = GitHubDispatcher(gh.repo, gh.token, base_url=gh.url)
     with Ledger.for_settings(settings) as ledger:
-        yield {"hub": hub, "gh": gh, "settings": settings, "shas": shas, "client": client, "ledger": ledger,
+        yield {"hub": hub, "gh": gh, "settings": settings, "layers": layers, "shas": shas, "client": client, "ledger": ledger,
                "dispatcher": dispatcher, "watchlist": parse_watchlist(WATCHLIST, "e2e.yaml")}
     gh.stop()
     hub.stop()
 
 
 def cycle(w: dict[str, Any]):
-    return run_watch(w["watchlist"], w["client"], w["ledger"], w["settings"], dispatch=True,
+    return run_watch(w["watchlist"], w["client"], w["ledger"], w["layers"], dispatch=True,
                      dispatcher=w["dispatcher"], ref="main")
 
 
@@ -159,7 +161,7 @@ def test_lost_ledger_reads_the_hub_and_dispatches_nothing_twice(world: dict[str,
     publish_ours(hub, settings, "acme/Base-1B", shas["acme/Base-1B"])
     publish_ours(hub, settings, "acme/Moved-1B", shas["acme/Moved-1B"])
     with Ledger(tmp_path / "fresh.sqlite") as fresh:
-        result = run_watch(world["watchlist"], world["client"], fresh, settings, dispatch=True,
+        result = run_watch(world["watchlist"], world["client"], fresh, world["layers"], dispatch=True,
                            dispatcher=world["dispatcher"])
     assert result.plan.queued == () and world["gh"].posts() == []
     assert {c.reason for c in result.plan.candidates if c.model_id in shas and "published" in c.reason} == {

@@ -8,7 +8,7 @@ import pytest
 
 from bot.config import Settings
 from bot.errors import ConfigError
-from bot.watchlist import DEFAULT_RECIPES, WatchEntry, load_watchlist, recipes_for, settings_for_entry
+from bot.watchlist import DEFAULT_RECIPES, WatchEntry, load_watchlist, recipes_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,10 @@ def test_repository_example_loads() -> None:
         pytest.param("defaults:\n  namespace: me\n  runs_dirr: x\nwatch:\n  - author: a\n", 3,
                      ["unknown key 'runs_dirr' in defaults", "did you mean 'runs_dir'"], id="defaults-unknown"),
         pytest.param("defaults:\n  validate:\n    limit: many\nwatch:\n  - author: a\n", 3,
-                     ["defaults.validate.limit"], id="defaults-nested-type"),
+                     ["defaults.validate.limit: must be a positive integer or 'all' (got 'many')"],
+                     id="defaults-nested-type"),
+        pytest.param("defaults:\n  validate:\n    limit: 0\nwatch:\n  - author: a\n", 3,
+                     ["defaults.validate.limit: must be a positive integer or 'all' (got 0)"], id="defaults-limit-0"),
         pytest.param("defaults:\n  recipes: [fp8]\nwatch:\n  - author: a\n", 2,
                      ["defaults.recipes[0]", "unknown recipe 'fp8'"], id="defaults-recipe"),
         pytest.param("watch:\n  - author: a\n    repo_name: '{org}/{base_name}'\n", 3,
@@ -108,13 +111,30 @@ def test_defaults_flow_into_settings_and_env_wins(write_yaml) -> None:
     assert wl.settings(environ={}).private is True
 
 
-def test_entry_overrides_settings_and_recipes() -> None:
-    base = Settings(namespace="ours", recipes=None, license_deny=["x"])
-    entry = WatchEntry(author="a", namespace="theirs", private=True, trust_remote_code=True,
-                       licenses_denied=["y"], recipes=["nvfp4"])
-    s = settings_for_entry(base, entry, "a/M")
-    assert (s.namespace, s.private, s.license_deny) == ("theirs", True, ["x", "y"])
-    assert s.allows_remote_code("a/M")
-    assert recipes_for(entry, base, DEFAULT_RECIPES) == ("nvfp4",)
-    assert recipes_for(WatchEntry(author="a"), base, DEFAULT_RECIPES) == DEFAULT_RECIPES
+def test_entry_is_the_profile_layer_above_defaults_and_below_env_and_cli(write_yaml) -> None:
+    wl = load_watchlist(write_yaml(
+        "defaults:\n  namespace: ours\n  license_deny: [x]\n  max_params_b: 35\nwatch:\n"
+        "  - author: a\n    namespace: theirs\n    private: true\n    trust_remote_code: true\n"
+        "    licenses_denied: [y]\n    max_params_b: 8\n    recipes: [nvfp4]\n"))
+    s = wl.settings(environ={}, model_id="a/M")
+    assert (s.namespace, s.private, s.license_deny, s.max_params_b) == ("theirs", True, ["x", "y"], 8)
+    assert s.allows_remote_code("a/M") and not wl.settings(environ={}, model_id="b/M").allows_remote_code("a/M")
+    assert wl.settings(environ={}, model_id="b/M").namespace == "ours"  # no entry covers b/M
+    # the operator's environment and flags win over the entry (they were patched over by the entry before)
+    assert wl.settings(environ={"BOT_NAMESPACE": "env"}, model_id="a/M").namespace == "env"
+    assert wl.settings(environ={"BOT_MAX_PARAMS_B": "70"}, model_id="a/M").max_params_b == 70
+    assert wl.settings(environ={}, cli={"namespace": "cli", "private": False}, model_id="a/M").namespace == "cli"
+    assert wl.settings(environ={}, cli={"private": False}, model_id="a/M").private is False
+    entry = wl.entry_for("a/M")
+    assert recipes_for(entry, s, DEFAULT_RECIPES) == ("nvfp4",)
+    assert recipes_for(WatchEntry(author="a"), s, DEFAULT_RECIPES) == DEFAULT_RECIPES
     assert recipes_for(WatchEntry(author="a"), Settings(recipes=["fp8-dynamic"]), DEFAULT_RECIPES) == ("fp8-dynamic",)
+
+
+def test_bad_entry_or_env_value_names_where_it_came_from(write_yaml) -> None:
+    wl = load_watchlist(write_yaml("watch:\n  - author: a\n"))
+    with pytest.raises(ConfigError) as err:
+        wl.settings(environ={"BOT_VALIDATE__LIMIT": "0"})
+    assert str(err.value).startswith("BOT_VALIDATE__LIMIT: must be a positive integer or 'all' (got 0)")
+    with pytest.raises(ConfigError, match=r"^BOT_HUB_RETRIES: Input should be greater than or equal to 1 \(got 0\)"):
+        wl.settings(environ={"BOT_HUB_RETRIES": "0"})

@@ -42,6 +42,8 @@ def model_json(model_id: str, *, sha: str = "a" * 40, age_hours: float = 100, pa
 class FakeHub:
     """In-memory stand-in for bot.clients.hub.HubClient (the watcher's three calls), counting calls."""
 
+    endpoint = "https://fake-hub.invalid"
+
     def __init__(self) -> None:
         self.models: dict[str, dict[str, Any]] = {}
         self.cards: dict[str, dict[str, Any]] = {}

@@ -5,6 +5,11 @@ seen (one listing request per author when nothing is new), looks again at models
 every candidate (`watch_checks`). Whether a model is already published at its current revision is read from the
 Hub: each recipe's target repo carries `base_model_revision` in its card front matter.
 `run_watch` records the plan in the ledger, then dispatches `publish.yml` or runs the pipeline here.
+
+Each model's settings are merged once, with its watch entry as the profile layer (`bot.config`: above the
+watchlist's `defaults:`, below BOT_* and the command line). A Hub that cannot be reached stops the cycle at its
+first failure (one `HubUnreachable`, exit 6, nothing recorded): the Hub is down, not the model, so the other
+models are not tried (and retried) one after another. A failure of one model (404, a bad card) skips that model.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Protocol
 from huggingface_hub import ModelInfo
 from huggingface_hub.errors import HfHubHTTPError
 
-from bot.config import Settings
+from bot.clients.hub_support import is_transport_error
+from bot.config import Settings, SettingsLayers
 from bot.errors import BotError, ConfigError, HubAuthError, HubError, ModelError, StageError
 from bot.ledger import AuthorCursor, Ledger, sync_from_run
 from bot.rundir import RunDir
 from bot.stages.watch.checks import check_model
-from bot.watchlist import WatchEntry, Watchlist, group_fingerprint, recipes_for, settings_for_entry
+from bot.watchlist import WatchEntry, Watchlist, entry_layers, group_fingerprint, recipes_for
 
 Decision = Literal["new", "new-revision", "skip"]
 CARD_REVISION_KEY = "base_model_revision"  # front matter key of our published cards: the base's commit sha
@@ -37,6 +43,8 @@ SUFFIXES = {
 
 class WatchHub(Protocol):
     """What the watcher needs from `bot.clients.hub.HubClient`."""
+
+    endpoint: str
 
     def list_author_models(self, author: str, sort: str = "createdAt", limit: int | None = None) -> Iterable[ModelInfo]: ...
 
@@ -69,6 +77,7 @@ class Candidate:
     retry: bool = False  # a skip that may pass later
     ledger_state: str | None = None  # what the ledger records for it (None: leave the ledger as it is)
     entry: WatchEntry | None = field(default=None, compare=False, repr=False)
+    settings: Settings | None = field(default=None, compare=False, repr=False)  # merged with the entry's profile
 
     @property
     def queued(self) -> bool:
@@ -134,10 +143,33 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
+class HubUnreachable(HubError):
+    """The Hub itself failed (no connection after the bounded retries, or a gateway 502/503/504): the cycle stops."""
+
+
+UNREACHABLE_STATUSES = frozenset({502, 503, 504})
+
+
+def _stop_if_hub_down(exc: BaseException, client: WatchHub, stopped: str = "stopped and recorded nothing") -> None:
+    """Raise `HubUnreachable` when `exc` is the Hub's failure rather than one model's (the caller then skips)."""
+    if not isinstance(exc, HubError) or isinstance(exc, HubAuthError):
+        return
+    if not (is_transport_error(exc) or exc.status in UNREACHABLE_STATUSES):
+        return
+    endpoint = getattr(client, "endpoint", "the Hub")
+    detail = exc.message.replace(f": cannot reach {endpoint} (", " (")
+    raise HubUnreachable(
+        f"cannot reach {endpoint}: {detail}; the watch cycle {stopped}",
+        status=exc.status,
+        hint="check the network and HF_ENDPOINT / hub_endpoint; the next cycle starts over; hub_retries and "
+             "hub_retry_base_s / hub_retry_max_s bound each request's retries") from exc
+
+
 class _Planner:
-    def __init__(self, client: WatchHub, ledger: Ledger, settings: Settings, now: datetime) -> None:
-        self.client, self.ledger, self.settings, self.now = client, ledger, settings, now
-        self.suffixes = recipe_suffixes(settings)
+    def __init__(self, client: WatchHub, ledger: Ledger, layers: SettingsLayers, now: datetime) -> None:
+        self.client, self.ledger, self.layers, self.now = client, ledger, layers, now
+        self.settings = layers.merge()
+        self.suffixes = recipe_suffixes(self.settings)
 
     def list_new(self, author: str, cursor: AuthorCursor | None, stop_before: datetime | None) -> list[ModelInfo]:
         """Newest first, up to (not including) the cursor's model or anything older than it."""
@@ -153,33 +185,36 @@ class _Planner:
         return out
 
     def evaluate(self, model_id: str, entry: WatchEntry) -> Candidate:
-        settings = settings_for_entry(self.settings, entry, model_id)
+        settings = entry_layers(self.layers, entry, model_id).merge()
         recipes = recipes_for(entry, settings, list(self.suffixes))
         try:
             info = self.client.model_info(model_id)
         except HubAuthError:
             raise
         except (HubError, ModelError, HfHubHTTPError) as exc:
+            _stop_if_hub_down(exc, self.client)
             return Candidate(model_id, None, "skip", f"Hub: {_one_line(exc)}", retry=True, ledger_state="skipped",
-                             entry=entry)
+                             entry=entry, settings=settings)
         sha = info.sha
         if not sha:
             return Candidate(model_id, None, "skip", "the Hub gave no revision", retry=True, ledger_state="skipped",
-                             entry=entry)
+                             entry=entry, settings=settings)
         check = check_model(info, entry, settings, self.now)
         if check.reason:
             return Candidate(model_id, sha, "skip", check.reason, params_b=check.params_b, retry=check.retry,
-                             ledger_state="skipped", entry=entry)
+                             ledger_state="skipped", entry=entry, settings=settings)
         try:
             return self._publish_state(model_id, sha, recipes, settings, entry, check.params_b)
         except HubAuthError:
             raise
         except (HubError, HfHubHTTPError) as exc:
-            return Candidate(model_id, sha, "skip", f"Hub: {_one_line(exc)}", retry=True, entry=entry)
+            _stop_if_hub_down(exc, self.client)
+            return Candidate(model_id, sha, "skip", f"Hub: {_one_line(exc)}", retry=True, entry=entry,
+                             settings=settings)
 
     def _publish_state(self, model_id: str, sha: str, recipes: tuple[str, ...], settings: Settings,
                        entry: WatchEntry, params_b: float | None) -> Candidate:
-        common: dict[str, Any] = {"params_b": params_b, "entry": entry}
+        common: dict[str, Any] = {"params_b": params_b, "entry": entry, "settings": settings}
         row = self.ledger.get_model(model_id, sha)
         if row is not None and row.state == "published" and set(recipes) <= set(row.recipes):
             return Candidate(model_id, sha, "skip", f"already published at {sha[:12]}", published=recipes, **common)
@@ -223,10 +258,11 @@ def _one_line(exc: Exception) -> str:
     return exc.one_line() if isinstance(exc, BotError) else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def plan_watch(watchlist: Watchlist, client: WatchHub, ledger: Ledger, settings: Settings,
+def plan_watch(watchlist: Watchlist, client: WatchHub, ledger: Ledger, layers: SettingsLayers,
                *, now: datetime | None = None) -> WatchPlan:
-    """Decide, for every watched model, new / new-revision / skip (with the reason). Reads only."""
-    planner = _Planner(client, ledger, settings, now or datetime.now(timezone.utc))
+    """Decide, for every watched model, new / new-revision / skip (with the reason). Reads only.
+    `layers`: the settings' merge inputs (normally `watchlist.layers()`); each model adds its entry's profile."""
+    planner = _Planner(client, ledger, layers, now or datetime.now(timezone.utc))
     candidates: dict[str, Candidate] = {}
     for entry in watchlist.watch:
         for model_id in entry.model_ids():
@@ -245,6 +281,7 @@ def plan_watch(watchlist: Watchlist, client: WatchHub, ledger: Ledger, settings:
         except HubAuthError:
             raise
         except (HubError, HfHubHTTPError) as exc:
+            _stop_if_hub_down(exc, client)
             candidates[f"{author}/*"] = Candidate(f"{author}/*", None, "skip", f"listing failed: {_one_line(exc)}",
                                                   retry=True)
             continue
@@ -281,7 +318,7 @@ def _sync_variants(ledger: Ledger, settings: Settings, model_id: str, revision: 
     return sync_from_run(ledger, RunDir.for_model(settings.runs_dir, model_id, revision), model_id, revision)
 
 
-def run_watch(watchlist: Watchlist, client: WatchHub, ledger: Ledger, settings: Settings, *,
+def run_watch(watchlist: Watchlist, client: WatchHub, ledger: Ledger, layers: SettingsLayers, *,
               dispatch: bool = False, run: bool = False, dry_run: bool = False,
               dispatcher: Dispatcher | None = None, ref: str = "main", limit: int | None = None,
               publish: PublishFn | None = None, now: datetime | None = None) -> WatchResult:
@@ -291,7 +328,7 @@ def run_watch(watchlist: Watchlist, client: WatchHub, ledger: Ledger, settings: 
     """
     if dispatch and run:
         raise ConfigError("--dispatch and --run exclude each other", hint="dispatch to the GPU runner, or run here")
-    plan = plan_watch(watchlist, client, ledger, settings, now=now)
+    plan = plan_watch(watchlist, client, ledger, layers, now=now)
     todo = plan.queued if limit is None else plan.queued[:limit]
     if dry_run:
         kind: Literal["would-dispatch", "would-run", "would-queue"] = (
@@ -325,21 +362,22 @@ def run_watch(watchlist: Watchlist, client: WatchHub, ledger: Ledger, settings: 
     elif run:
         publish = publish or _load_publish()
         for cand in todo:
-            actions.append(_run_one(cand, ledger, settings, publish))
+            actions.append(_run_one(cand, ledger, publish, client))
     else:
         actions = [Action(c.model_id, c.revision, "queued", ",".join(c.recipes)) for c in todo]
     return WatchResult(plan, tuple(actions))
 
 
-def _run_one(cand: Candidate, ledger: Ledger, settings: Settings, publish: PublishFn) -> Action:
-    assert cand.revision is not None
-    model_settings = settings_for_entry(settings, cand.entry, cand.model_id)
+def _run_one(cand: Candidate, ledger: Ledger, publish: PublishFn, client: WatchHub) -> Action:
+    assert cand.revision is not None and cand.settings is not None
+    model_settings = cand.settings
     ledger.set_model(cand.model_id, cand.revision, "in-flight", "running here", attempt=True)
     try:
         publish(cand.model_id, cand.revision, list(cand.recipes), model_settings)
     except BotError as exc:
         ledger.set_model(cand.model_id, cand.revision, "failed", exc.one_line())
         _sync_variants(ledger, model_settings, cand.model_id, cand.revision)
+        _stop_if_hub_down(exc, client, "stopped")  # the next models would fail the same way
         return Action(cand.model_id, cand.revision, "failed", exc.one_line())
     except Exception as exc:
         ledger.set_model(cand.model_id, cand.revision, "failed", f"{type(exc).__name__}: {exc}")
