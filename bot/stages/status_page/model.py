@@ -18,7 +18,8 @@ from bot import present
 from bot.config import Settings
 from bot.ledger import LEDGER_FILE, Ledger, ModelRow, VariantRow
 from bot.manifest import BaseManifest, Status, VariantManifest, now_iso
-from bot.recipes import BUILTIN_ORDER
+from bot.errors import UnknownRecipeError
+from bot.recipes import BUILTIN_ORDER, load_recipes
 from bot.rundir import RunDir, run_id_for
 from bot.stages.card.chart import CHART_NAME
 
@@ -155,7 +156,7 @@ def _links(vm: VariantManifest) -> tuple[Link | None, Link | None]:
     return repo, collection
 
 
-def variant_view(vm: VariantManifest, ledger_row: VariantRow | None = None) -> VariantView:
+def variant_view(vm: VariantManifest) -> VariantView:
     val = vm.validate_
     comp = val.comparison if val else None
     gate = val.gate if val else None
@@ -170,15 +171,19 @@ def variant_view(vm: VariantManifest, ledger_row: VariantRow | None = None) -> V
         speed_note=present.speed_note(comp),
         size=present.size_text(vm.quantize.size_bytes, comp.size_ratio if comp else None),
         repo=repo, collection=collection,
-        last_run=present.when_text(latest(*_stage_times(vm), ledger_row.updated_at if ledger_row else None)),
+        last_run=present.when_text(latest(*_stage_times(vm))),
         failure=_failure(vm))
 
 
 def ledger_variant_view(row: VariantRow) -> VariantView:
     """A variant the ledger knows of but no manifest holds (dispatched, not run here): its state, no numbers."""
     state = row.state if row.state in STATES else "queued"
+    try:
+        name = load_recipes().get(row.variant).name
+    except UnknownRecipeError:
+        name = row.variant
     return VariantView(
-        variant=row.variant, name=row.variant, state=state, reason=row.reason, rule="", gate="-", recovery="-",
+        variant=row.variant, name=name, state=state, reason=row.reason, rule="", gate="-", recovery="-",
         fidelity="-", speedup_batch1="-", speedup_batched="-", speed_note="", size="-", repo=None, collection=None,
         last_run=present.when_text(row.updated_at), failure=row.reason if state == "failed" else "")
 
@@ -200,16 +205,16 @@ def _chart_source(rundir: RunDir, variants: dict[str, VariantManifest]) -> Path 
 def run_view(model_id: str, revision: str, *, base: BaseManifest | None, rundir: RunDir | None,
              manifests: dict[str, VariantManifest], model_row: ModelRow | None,
              ledger_rows: dict[str, VariantRow], hub_url: str) -> RunView:
-    views = [variant_view(manifests[v], ledger_rows.get(v)) if v in manifests else ledger_variant_view(ledger_rows[v])
+    views = [variant_view(manifests[v]) if v in manifests else ledger_variant_view(ledger_rows[v])
              for v in sorted(set(manifests) | set(ledger_rows), key=_order)]
     source = base.base.source if base is not None else "hub"
     base_link = Link(model_id, f"{hub_url}/{model_id}" if source == "hub" and "/" in model_id else None)
+    # the manifests' stage times; the ledger's (when the watcher dispatched or synced it) only without them
     times = [t for vm in manifests.values() for t in _stage_times(vm)]
-    times += [r.updated_at for r in ledger_rows.values()]
     if base is not None:
         times += [base.base.started_at, base.base.finished_at]
-    if model_row is not None:
-        times.append(model_row.updated_at)
+    if not any(times):
+        times = [r.updated_at for r in ledger_rows.values()] + [model_row.updated_at if model_row else None]
     last = latest(*times)
     run_id = rundir.run_id if rundir is not None else run_id_for(model_id, revision)
     return RunView(
