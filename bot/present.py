@@ -111,3 +111,10 @@ def attempts_text(attempts: int) -> str:
 def failures_text(failed: int, total: int) -> str:
     """'none', or '2 of 5 variants'."""
     return "none" if failed == 0 else f"{failed} of {total} variant{'s' if total != 1 else ''}"
+
+
+def collection_text(slug: str) -> str:
+    """A Hub collection slug ('ns/llama-8b-quantized-65f0c1d2e3a4b5c6d7e8f901') as its readable part."""
+    name = slug.rsplit("/", 1)[-1]
+    head, _, tail = name.rpartition("-")
+    return head if head and len(tail) >= 16 and all(c in "0123456789abcdef" for c in tail) else name

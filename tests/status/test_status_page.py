@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -156,7 +157,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 
 def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if found is None:
         pytest.skip("chromium is not installed (`bash scripts/install.sh test` installs Debian's chromium with "
                     "apt-get; it could not be installed here)")
@@ -208,3 +209,19 @@ def test_headless_chromium_renders_the_site_and_a_phone_screenshot(served, site,
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _png_size(shot) == (390, 844)
     assert shot.stat().st_size > 10_000  # a page was drawn, not a blank frame
+
+
+def test_the_watch_workflow_deploys_the_site_with_the_pages_actions():
+    wf = yaml.load((Path(__file__).resolve().parents[2] / ".github" / "workflows" / "watch.yml").read_text(),
+                   Loader=yaml.BaseLoader)
+    steps = wf["jobs"]["watch"]["steps"]
+    build = next(s for s in steps if "bot status --html" in s.get("run", ""))
+    site_dir = build["run"].split("--html", 1)[1].split()[0]
+    uses = {s.get("uses", "").split("@")[0]: s for s in steps}
+    assert "actions/configure-pages" in uses
+    assert uses["actions/upload-pages-artifact"]["with"]["path"] == site_dir
+    assert steps.index(build) > next(i for i, s in enumerate(steps) if "bot watch" in s.get("run", ""))
+    deploy = wf["jobs"]["pages"]
+    assert deploy["needs"] == "watch" and deploy["environment"]["name"] == "github-pages"
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert [s["uses"].split("@")[0] for s in deploy["steps"]] == ["actions/deploy-pages"]

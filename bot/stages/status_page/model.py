@@ -152,7 +152,7 @@ def _links(vm: VariantManifest) -> tuple[Link | None, Link | None]:
         if web is not None and pub.target == "hub":
             parts = urlsplit(web)
             href = f"{parts.scheme}://{parts.netloc}/collections/{pub.collection}"
-        collection = Link(pub.collection, href)
+        collection = Link(present.collection_text(pub.collection), href)
     return repo, collection
 
 
