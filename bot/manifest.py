@@ -88,6 +88,7 @@ class CalibrationInfo(_Rec):
     # samples per calibration forward pass (llm-compressor's `batch_size`); above 1, each batch is cut to its
     # shortest row, and the rows go in length order instead of shuffled
     batch_size: int = 1
+    packed: bool = False  # rows are whole conversations joined and cut to exactly seq_len tokens
 
 
 class QuantizeRecord(StageRecord):

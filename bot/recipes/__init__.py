@@ -65,6 +65,9 @@ ModifierSpec = Annotated[
 class CalibrationSpec(_Strict):
     samples: int = Field(512, ge=1)
     seq_len: int = Field(2048, ge=16)
+    # Rows of exactly seq_len tokens, whole conversations joined (bot/workers/calibration.py `pack_rows`); False:
+    # one conversation per row, cut at seq_len, lengths vary.
+    pack: bool = False
 
 
 class HardwareSpec(_Strict):
@@ -119,7 +122,7 @@ class Recipe(_Strict):
 
 # Flat override keys a user may set per recipe, and where each one lands.
 OVERRIDE_KEYS = {
-    "group_size", "samples", "seq_len", "dampening_frac", "block_size", "iters", "lr", "batch_size",
+    "group_size", "samples", "seq_len", "pack", "dampening_frac", "block_size", "iters", "lr", "batch_size",
     "smoothing_strength", "ignore", "min_mean_recovery", "actorder",
 }
 
@@ -127,7 +130,7 @@ OVERRIDE_KEYS = {
 def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
     if key == "group_size":
         data["group_size"] = value
-    elif key in ("samples", "seq_len"):
+    elif key in ("samples", "seq_len", "pack"):
         if data.get("calibration") is None:
             raise ValueError(f"'{key}' does not apply: {data['id']} uses no calibration data")
         data["calibration"][key] = value

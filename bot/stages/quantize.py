@@ -199,7 +199,8 @@ def _job(rundir: RunDir, base: BaseManifest, group: list[tuple[ResolvedRecipe, V
         rundir.write_variant(manifest)
         job["variants"].append({
             "recipe_id": vid, "llmcompressor_yaml": resolved.llmcompressor_yaml, "samples": resolved.samples,
-            "seq_len": resolved.seq_len, "out_dir": str(rundir.partial_model_dir(vid)),
+            "seq_len": resolved.seq_len, "pack": bool(resolved.recipe.calibration and resolved.recipe.calibration.pack),
+            "out_dir": str(rundir.partial_model_dir(vid)),
             "result_path": str(rundir.variant_dir(vid) / "quantize-result.json"),
         })
         Path(job["variants"][-1]["result_path"]).unlink(missing_ok=True)

@@ -124,7 +124,7 @@ def quantize_one(master, tokenizer, cal: CalibrationCache | None, job: dict[str,
     cal_info = None
     if variant.get("samples"):
         with phases("calibration_data"):  # cached per (samples, seq_len): near zero after the first recipe
-            ds, cal_info = cal.get(int(variant["samples"]), int(variant["seq_len"]))
+            ds, cal_info = cal.get(int(variant["samples"]), int(variant["seq_len"]), bool(variant.get("pack")))
         kwargs.update(dataset=ds, num_calibration_samples=cal_info["samples"], max_seq_length=cal_info["seq_len"])
         if cal_info["batch_size"] > 1:  # rows already shuffled with the seed: llm-compressor groups them by length
             kwargs.update(batch_size=cal_info["batch_size"], shuffle_calibration_samples=False)

@@ -105,3 +105,41 @@ def test_unknown_recipe_suggests():
     with pytest.raises(UnknownRecipeError) as exc:
         load_recipes().get("fp8")
     assert "fp8-dynamic" in exc.value.one_line()
+
+
+def test_autoround_packs_its_calibration_rows(tmp_path):
+    book = load_recipes()
+    assert book.get("w4a16-autoround").calibration.pack is True
+    assert book.get("w4a16-gptq").calibration.pack is False
+    user = tmp_path / "r.yaml"
+    user.write_text(yaml.safe_dump({"overrides": {"w4a16-autoround": {"pack": False}, "w4a16-gptq": {"pack": True}}}))
+    book = load_recipes(user)
+    assert book.get("w4a16-autoround").calibration.pack is False and book.get("w4a16-gptq").calibration.pack is True
+    user.write_text(yaml.safe_dump({"overrides": {"fp8-dynamic": {"pack": True}}}))
+    with pytest.raises(ConfigError, match="uses no calibration data"):
+        load_recipes(user)
+
+
+def test_packed_calibration_rows_have_one_length(tiny_llama):
+    """AutoRound's fix: with `pack`, every row is exactly seq_len tokens (llm-compressor pads nothing) and starts
+    where a conversation starts; without it, one conversation per row and the lengths vary."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from bot.workers.calibration import CalibrationCache
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    spec = {"file": str(Path(__file__).resolve().parents[2] / "bot" / "data" / "calibration.jsonl"), "seed": 42}
+    cal = CalibrationCache(spec, tok)
+    plain, plain_info = cal.get(16, 512)
+    assert len({len(r) for r in plain["input_ids"]}) > 1 and plain_info["packed"] is False
+    packed, info = cal.get(16, 128, pack=True)
+    starts = {r[0] for r in plain["input_ids"]}  # a conversation's first token (the template's)
+    assert len(packed) == info["samples"] == 16 and info["packed"] is True and info["tokens"] == 16 * 128
+    assert {len(r) for r in packed["input_ids"]} == {128}
+    assert len(starts) == 1 and {r[0] for r in packed["input_ids"]} == starts
+    assert all(m == [1] * 128 for m in packed["attention_mask"])
+    assert info["fingerprint"] != plain_info["fingerprint"]
+    with pytest.raises(ValueError, match="lower seq_len or add calibration rows"):
+        cal.get(4, 10**6, pack=True)
