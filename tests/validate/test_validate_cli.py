@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bot.manifest import Status, VariantManifest
+from bot.manifest import GateState, Status, VariantManifest
 from bot.stages.validate.plan import BUNDLED_TASKS
 from validate_helpers import copy_run, run_cli
 
@@ -54,24 +54,35 @@ def test_validate_fills_every_field(tiny_validated):
         manifest = rundir.read_variant(variant)
         rec = manifest.validate_
         _assert_measured(rec, quantized=True)
-        assert rec.compat["status"] == "not-checked" and rec.compat["native_min_capability"]
+        assert rec.hardware_verdict.status == "not-checked" and rec.hardware_verdict.native_min_capability
         assert rec.compat["chat_template_applied"] is True
-        # recovery from the real lm-eval numbers: accuracy variant/base, perplexity base/variant
+        # paired on the same documents: per-document files next to both manifests, one entry per document
+        assert base.accuracy.samples_file and rec.accuracy.samples_file
+        comp = rec.comparison
+        by_task = {t.task: t for t in comp.tasks}
+        assert set(by_task) == {"bot_mc_facts", "bot_wikitext_mini"}
+        for t in comp.tasks:
+            assert t.docs == {"bot_mc_facts": 20, "bot_wikitext_mini": 8}[t.task]
+            assert t.used == (not t.at_chance) and (t.task in comp.tasks_compared) == t.used
         b = {t.task: t.value for t in base.accuracy.tasks}
         v = {t.task: t.value for t in rec.accuracy.tasks}
-        comp = rec.comparison
-        if b["bot_mc_facts"] > 0:
-            assert comp.recovery["bot_mc_facts"] == pytest.approx(v["bot_mc_facts"] / b["bot_mc_facts"] * 100, abs=0.01)
-        assert comp.recovery["bot_wikitext_mini"] == pytest.approx(
+        # the paired point estimate equals the ratio of lm-eval's own aggregates on the same documents
+        assert by_task["bot_wikitext_mini"].recovery == pytest.approx(
             b["bot_wikitext_mini"] / v["bot_wikitext_mini"] * 100, abs=0.01)
-        assert comp.mean_recovery == pytest.approx(sum(comp.recovery.values()) / len(comp.recovery), abs=0.01)
-        assert comp.speedup_batch1 == pytest.approx(
+        used = [t.recovery for t in comp.tasks if t.used]
+        assert comp.mean_recovery == pytest.approx(sum(used) / len(used), abs=0.01)
+        lo, hi = comp.mean_recovery_ci
+        assert lo <= comp.mean_recovery <= hi and comp.confidence == 0.95
+        assert comp.speed_comparable and comp.speedup_batch1 == pytest.approx(
             rec.speed.batch1.decode_tokens_per_s / base.speed.batch1.decode_tokens_per_s, rel=1e-2)
         assert comp.speedup_batched and 0 < comp.size_ratio < 1
+        fid = rec.fidelity
+        assert fid.error is None and fid.tokens == 4096 and fid.nonfinite == 0 and fid.vocab == "full"
+        assert 0 <= fid.kl_mean <= fid.kl_max and 0 < fid.top1_agreement <= 1 and fid.ppl_ratio > 0
         gate = rec.gate
         assert gate.threshold == {"fp8-dynamic": 98.0, "w4a16-gptq": 96.0}[variant]
-        assert gate.passed == (not gate.reasons)
-        assert manifest.state() == ("validated" if gate.passed else "rejected")
+        assert gate.passed == (gate.state == GateState.passed) and gate.passed == (not gate.reasons)
+        assert manifest.state() == ("validated" if gate.passed else gate.state.value)
     assert (rundir.logs_dir / "validate-base.log").is_file()
     assert not (rundir.root / ".lock").exists()
 
