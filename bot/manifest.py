@@ -359,7 +359,6 @@ class RepoTarget(_Rec):
     repo_id: str
     publish: bool = False  # this run publishes it (quantized and validated, through the gate or forced)
     forced: bool = False  # published with --force although the gate did not pass
-    decided_at: str | None = None
 
 
 class VariantManifest(_Rec):

@@ -84,8 +84,7 @@ def target_for(m: VariantManifest, base_id: str, settings: "Settings", *, force:
     reasons, _ = _blocking(m)
     through = m.quantize.status == Status.done and m.validate_ is not None and m.validate_.status == Status.done
     return RepoTarget(repo_id=repo_id_for(settings, base_id, m.variant, variant_suffix(m, settings)),
-                      publish=not reasons or (force and through), forced=bool(reasons) and force and through,
-                      decided_at=now_iso())
+                      publish=not reasons or (force and through), forced=bool(reasons) and force and through)
 
 
 def plan_targets(rundir: RunDir, settings: "Settings", variants: list[str] | None = None, *, force: bool = False,

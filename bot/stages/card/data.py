@@ -106,7 +106,8 @@ class RunData:
             return vm.target
         if vm.publish is not None and vm.publish.repo_id:  # published by an older bot, before targets were planned
             return RepoTarget(repo_id=vm.publish.repo_id, publish=vm.publish.status == Status.done)
-        return target_for(vm, self.base.base.model_id, self.settings)
+        gate = vm.validate_.gate if vm.validate_ else None
+        return target_for(vm, self.base.base.model_id, self.settings, force=bool(gate and gate.forced))
 
     def repo_id(self, variant: str) -> str:
         return self.target(variant).repo_id

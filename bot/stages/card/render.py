@@ -91,7 +91,7 @@ def _sanitized_manifests(run: RunData, variant: str) -> dict[str, Any]:
         "run_id": run.rundir.run_id,
         "repo_id": run.repo_id(variant),
         "base": run.base.model_dump(mode="json", by_alias=True, exclude={"base": {"path"}}),
-        "variant": vm.model_dump(mode="json", by_alias=True, exclude={"card", "publish"}),
+        "variant": vm.model_dump(mode="json", by_alias=True, exclude={"card", "publish", "target"}),
     }
 
 
