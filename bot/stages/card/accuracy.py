@@ -83,6 +83,8 @@ def confidence_line(run: RunData, variant: str) -> str:
         if documents(comp):
             extra.append(f"paired over {count(documents(comp))} documents")
         parts.append(text + (f" ({', '.join(extra)})" if extra else " (no confidence interval recorded)"))
+    elif vv.gate is not None:  # judged without a recovery: say why there is none
+        parts.append(f"Mean recovery {not_measured(brief(accuracy_reason(vv) or 'no comparison recorded'))}")
     if fid is not None and not fid.error and fid.tokens:
         measures = []
         if fid.kl_mean is not None:
