@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.manifest import Comparison, GateDecision, GateState, HardwareVerdict, ValidateRecord, VariantManifest, VariantValidateRecord
+from bot.manifest import (
+    Comparison, GateDecision, GateState, HardwareVerdict, ValidateRecord, VariantManifest, VariantValidateRecord,
+)
 from bot.stages.card.data import (
     RecipeFacts, RunData, accuracy_reason, quantize_reason, speed_reason, state_reason,
 )
@@ -61,7 +63,7 @@ def hardware_view(run: RunData, variant: str, scrub: Scrubber) -> HardwareView:
     for gen in GENERATIONS:
         tested = "not tested in this run"
         if measured_gen is not None and gen == measured_gen and hw is not None and vv is not None:
-            tested = _tested_text(recipe, vv, hw.name, hw.compute_capability or gen.capability, scrub)
+            tested = _tested_text(vv, hw.name, scrub)
         rows.append(GenerationRow(gen.name, gen.capability, gen.examples, _support_text(recipe, gen), tested))
     if hw is None:
         measured = f"No measurement of this variant yet: {scrub(state_reason(vv) or 'not validated')}."
@@ -75,7 +77,7 @@ def hardware_view(run: RunData, variant: str, scrub: Scrubber) -> HardwareView:
     return HardwareView(rows, kernel, measured)
 
 
-def _tested_text(recipe: RecipeFacts, vv: VariantValidateRecord, gpu: str, capability: str, scrub: Scrubber) -> str:
+def _tested_text(vv: VariantValidateRecord, gpu: str, scrub: Scrubber) -> str:
     reason = state_reason(vv)
     if reason:
         return md_cell(f"❌ {gpu}: {scrub(one_line(reason))}")
