@@ -11,7 +11,9 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.recipes import Recipe
 
 
 def now_iso() -> str:
@@ -93,7 +95,9 @@ class CalibrationInfo(_Rec):
 
 class QuantizeRecord(StageRecord):
     recipe_id: str = ""
-    recipe: dict[str, Any] = Field(default_factory=dict)  # resolved recipe (after overrides)
+    # the recipe as applied to this model: overrides, then the per-architecture resolution (group size after a
+    # fallback, ignore list, calibration samples/length), its summary saying the same (bot.stages.quantize)
+    recipe: Recipe | None = None
     llmcompressor_recipe: str = ""  # the modifiers as llm-compressor YAML, exactly what was applied
     applied: dict[str, Any] = Field(default_factory=dict)  # group size, ignore, mappings, with reasons
     calibration: CalibrationInfo | None = None
@@ -110,6 +114,17 @@ class QuantizeRecord(StageRecord):
     timings: dict[str, float] = Field(default_factory=dict)
     # variants quantized at the same time on the same device by parallel workers (their timings share it)
     concurrent_with: list[str] = Field(default_factory=list)
+
+    @field_validator("recipe", mode="before")
+    @classmethod
+    def _legacy_recipe(cls, value: Any) -> Any:
+        """Older runs stored a dict ({} when none): read it as a Recipe, or None when it is not a whole one."""
+        if isinstance(value, dict):
+            try:
+                return Recipe.model_validate(value) if value else None
+            except ValidationError:
+                return None
+        return value
 
 
 # ---------------------------------------------------------------- validate
@@ -338,10 +353,21 @@ class BaseManifest(_Rec):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
+class RepoTarget(_Rec):
+    """Where this variant is published, decided once per publish run before any card is rendered or anything is
+    uploaded (bot.stages.publish.plan_targets, from Settings.repo_name/namespace and the recipe's suffix): card,
+    publish and collection read it, so the first publish is already complete (sibling links included)."""
+
+    repo_id: str
+    publish: bool = False  # this run publishes it (quantized and validated, through the gate or forced)
+    forced: bool = False  # published with --force although the gate did not pass
+
+
 class VariantManifest(_Rec):
     run_id: str
     variant: str  # recipe id
     quantize: QuantizeRecord = Field(default_factory=QuantizeRecord)
+    target: RepoTarget | None = None
     validate_: VariantValidateRecord | None = Field(default=None, alias="validate")
     card: CardRecord | None = None
     publish: PublishRecord | None = None

@@ -66,8 +66,8 @@ def publish_model(
     """Run every stage for `model` and publish the variants that pass the gate (all of them with `force`)."""
     from bot.clients.hub import open_target
     from bot.ledger import Ledger
-    from bot.stages.card.render import render_card, render_collection
-    from bot.stages.publish import publish_collection
+    from bot.stages.card.render import render_collection
+    from bot.stages.publish import publish_collection, render_for_publish
     from bot.stages.quantize import quantize_run
     from bot.stages.validate.run import validate_run
 
@@ -91,13 +91,9 @@ def publish_model(
                 validate_run(rundir, settings, variants=done)
             _sync(ledger, rundir, model_id, sha, ids, dry_run)
             emit("stage", {"stage": "card"})
-            cards = []
-            for variant in (v for v in done if _validated(rundir, v)):
-                try:
-                    render_card(rundir, variant, settings)
-                    cards.append(variant)
-                except StageError as exc:  # a failed checkpoint check stops that variant, not the run
-                    emit("card-failed", {"variant": variant, "error": exc.one_line()})
+            # every repo id and which variants this run publishes are decided first: the cards link to exactly those
+            cards = render_for_publish(rundir, settings, ids, force=force, on_failure=lambda variant, exc: emit(
+                "card-failed", {"variant": variant, "error": exc.one_line()}))
             emit("stage", {"stage": "publish"})
             # Nothing to upload (every variant failed, was rejected or has no card): no Hub traffic at all.
             with (open_target(settings, read_only=dry_run) if cards else nullcontext(None)) as client:
@@ -134,11 +130,6 @@ def publish_model(
 def _quantized(rundir: RunDir, variant: str) -> bool:
     m = rundir.read_variant(variant)
     return bool(m and m.quantize.status == Status.done)
-
-
-def _validated(rundir: RunDir, variant: str) -> bool:
-    m = rundir.read_variant(variant)
-    return bool(m and m.validate_ and m.validate_.status == Status.done)
 
 
 def _publish_one(rundir: RunDir, variant: str, settings: Settings, client, force: bool, dry_run: bool,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from bot import __version__
 from bot.clients.hub_support import CollectionOutcome, PublishPlan, scan_folder
-from bot.errors import BotError, GateRejected, StageError
-from bot.manifest import BaseManifest, PublishRecord, Status, VariantManifest, now_iso
+from bot.errors import BotError, GateRejected, StageError, UnknownRecipeError
+from bot.manifest import BaseManifest, PublishRecord, RepoTarget, Status, VariantManifest, now_iso
+from bot.recipes import load_recipes
 from bot.rundir import RunDir
 from bot.secrets import redact
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from bot.clients.hub import HubClient
     from bot.config import Settings
 
-COLLECTION_TITLE_MAX = 59
+COLLECTION_TITLE_MAX = 59  # the Hub refuses collection titles of 60 characters or more
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class VariantUpload:
     """Everything a publish of one variant needs, checked, before any request is made."""
 
     variant: str
+    target: RepoTarget
     repo_id: str
     base_id: str
     base_revision: str
@@ -65,6 +67,74 @@ def repo_id_for(settings: "Settings", base_id: str, variant: str, suffix: str) -
     """`settings.repo_name` filled in (the same formula as the watcher's `target_repo_id`)."""
     return settings.repo_name.format(namespace=settings.namespace, base_name=base_name(base_id), suffix=suffix,
                                      recipe=variant)
+
+
+def variant_suffix(m: VariantManifest, settings: "Settings") -> str:
+    """The recipe's repo suffix: the applied recipe's, else the recipe book's of the same id."""
+    if m.quantize.recipe is not None:
+        return m.quantize.recipe.suffix
+    try:
+        return load_recipes(settings.recipes_file).get(m.variant).suffix
+    except (UnknownRecipeError, BotError):
+        return f"-{m.variant}"
+
+
+def target_for(m: VariantManifest, base_id: str, settings: "Settings", *, force: bool = False) -> RepoTarget:
+    """Where `m` goes and whether this run publishes it: the one place a repo id is decided."""
+    reasons, _ = _blocking(m)
+    through = m.quantize.status == Status.done and m.validate_ is not None and m.validate_.status == Status.done
+    return RepoTarget(repo_id=repo_id_for(settings, base_id, m.variant, variant_suffix(m, settings)),
+                      publish=not reasons or (force and through), forced=bool(reasons) and force and through)
+
+
+def plan_targets(rundir: RunDir, settings: "Settings", variants: list[str] | None = None, *, force: bool = False,
+                 without: frozenset[str] = frozenset()) -> dict[str, RepoTarget]:
+    """Decide every variant's repo id and whether this run publishes it, before any card is rendered or anything
+    uploaded, and store it in the variant manifests (`target`): sibling links then name exactly the repos this
+    run publishes. `without`: variants that will not be published after all (their card failed)."""
+    base = rundir.read_base()
+    if base is None or not base.base.model_id:
+        raise StageError("publish", f"no base manifest in {rundir.root}", hint="run `bot quantize` for this model first")
+    out: dict[str, RepoTarget] = {}
+    for variant in variants if variants is not None else rundir.variants():
+        m = rundir.read_variant(variant)
+        if m is None:
+            continue
+        target = target_for(m, base.base.model_id, settings, force=force)
+        if variant in without:
+            target = target.model_copy(update={"publish": False, "forced": False})
+        m.target = out[variant] = target
+        rundir.write_variant(m)
+    return out
+
+
+def render_for_publish(rundir: RunDir, settings: "Settings", variants: list[str], *, force: bool = False,
+                       on_failure: Callable[[str, StageError], None] | None = None) -> list[str]:
+    """The card stage of a publish run: plan the targets of `variants`, then render the cards of those validated.
+    A card that fails its checkpoint check drops its variant from the plan, and the cards are rendered again
+    without it, so that no card links to a repo this run does not publish. Returns the variants with a card."""
+    from bot.stages.card.render import render_card  # the card stage reads the targets planned here
+
+    def validated(variant: str) -> bool:
+        m = rundir.read_variant(variant)
+        return bool(m and m.quantize.status == Status.done and m.validate_ and m.validate_.status == Status.done)
+
+    def render(todo: list[str], failed: set[str]) -> list[str]:
+        plan_targets(rundir, settings, variants, force=force, without=frozenset(failed))
+        cards = []
+        for variant in todo:
+            try:
+                render_card(rundir, variant, settings)
+                cards.append(variant)
+            except StageError as exc:  # a failed checkpoint check stops that variant, not the run
+                failed.add(variant)
+                if on_failure is not None:
+                    on_failure(variant, exc)
+        return cards
+
+    failed: set[str] = set()
+    cards = render([v for v in variants if validated(v)], failed)
+    return render(cards, failed) if failed and cards else cards
 
 
 def _blocking(m: VariantManifest) -> tuple[list[str], bool]:
@@ -117,11 +187,13 @@ def prepare(rundir: RunDir, variant: str, settings: "Settings", *, force: bool =
         if only_gate:
             raise GateRejected(text, hint="improve the recipe, or pass --force to publish anyway (recorded)")
         raise StageError("publish", text, hint="run `bot validate` first, or pass --force (recorded in the manifest)")
-    suffix = str(m.quantize.recipe.get("suffix") or f"-{variant}")
     base_id, sha = base.base.model_id, base.base.revision
+    # planned by this run (`render_for_publish`); a variant published on its own is planned here, once
+    target = m.target or target_for(m, base_id, settings, force=force)
     return VariantUpload(
         variant=variant,
-        repo_id=repo_id_for(settings, base_id, variant, suffix),
+        target=target,
+        repo_id=target.repo_id,
         base_id=base_id,
         base_revision=sha,
         files=upload_files(rundir, variant),
@@ -159,6 +231,7 @@ def publish_variant(rundir: RunDir, variant: str, settings: "Settings", client: 
                            base_revision=up.base_revision, files=sorted(up.files), forced=bool(up.forced_over),
                            forced_over=up.forced_over)
     manifest.publish = record
+    manifest.target = manifest.target or up.target
     rundir.write_variant(manifest)
     try:
         outcome = client.publish_files(up.repo_id, up.files, up.message, up.description, private=settings.private)
@@ -194,7 +267,9 @@ def variant_note(m: VariantManifest) -> str:
 
 
 def collection_title(base_id: str) -> str:
-    return f"{base_name(base_id)} quantized"[:COLLECTION_TITLE_MAX]
+    """One collection per base model; a long base name is cut with an ellipsis (the title must stay short)."""
+    text = f"{base_name(base_id)} quantized"
+    return text if len(text) <= COLLECTION_TITLE_MAX else text[: COLLECTION_TITLE_MAX - 1].rstrip() + "…"
 
 
 def publish_collection(rundir: RunDir, settings: "Settings", client: "HubClient",

@@ -6,6 +6,7 @@ a failed one gets a failed manifest with the error, and never a `model/` directo
 from __future__ import annotations
 
 import json
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,12 +48,27 @@ def calibration_job(settings: Settings) -> dict:
     return {"dataset": cal.dataset, "split": cal.split, "seed": cal.seed, "batch_size": cal.batch_size}
 
 
+def applied_recipe(resolved: ResolvedRecipe) -> Recipe:
+    """The recipe as this model gets it: the resolved group size (after a fallback), ignore list and calibration
+    size, and a summary that says the same (its "group(s) of N" follows the group size). What the manifest stores
+    and the card prints."""
+    recipe = resolved.recipe
+    update: dict = {"group_size": resolved.group_size, "ignore": list(resolved.ignore)}
+    if recipe.calibration is not None and resolved.samples and resolved.seq_len:
+        update["calibration"] = recipe.calibration.model_copy(
+            update={"samples": resolved.samples, "seq_len": resolved.seq_len})
+    if recipe.group_size and resolved.group_size and resolved.group_size != recipe.group_size:
+        update["summary"] = re.sub(rf"\b(groups? of ){recipe.group_size}\b", rf"\g<1>{resolved.group_size}",
+                                   recipe.summary)
+    return recipe.model_copy(update=update)
+
+
 def _record_from_result(resolved: ResolvedRecipe, result: dict) -> QuantizeRecord:
     applied = resolved.manifest_view()
     applied.update({k: v for k, v in (result.get("applied") or {}).items() if v is not None})
     return QuantizeRecord(
         status=Status.done, finished_at=now_iso(), recipe_id=resolved.recipe.id,
-        recipe=resolved.recipe.model_dump(mode="json"), llmcompressor_recipe=resolved.llmcompressor_yaml,
+        recipe=applied_recipe(resolved), llmcompressor_recipe=resolved.llmcompressor_yaml,
         applied=applied, calibration=CalibrationInfo(**result["calibration"]) if result.get("calibration") else None,
         versions=result.get("versions", {}), hardware=Hardware(**result["hardware"]) if result.get("hardware") else None,
         wall_time_s=result.get("wall_time_s"), peak_gpu_memory_bytes=result.get("peak_gpu_memory_bytes"),
@@ -193,7 +209,7 @@ def _job(rundir: RunDir, base: BaseManifest, group: list[tuple[ResolvedRecipe, V
         vid = resolved.recipe.id
         rundir.discard_partial(vid)
         manifest.quantize = QuantizeRecord(status=Status.running, started_at=now_iso(), recipe_id=vid,
-                                           recipe=resolved.recipe.model_dump(mode="json"),
+                                           recipe=applied_recipe(resolved),
                                            llmcompressor_recipe=resolved.llmcompressor_yaml,
                                            applied=resolved.manifest_view())
         rundir.write_variant(manifest)

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from bot.config import Settings
 from bot.manifest import (
-    AccuracyRecord, BaseManifest, BaseModelRecord, Batch1Speed, BatchedSpeed, CalibrationInfo, Comparison, GateDecision,
-    Generation, Hardware, LoadCheck, QuantizeRecord, SpeedRecord, Status, TaskScore, ValidateRecord,
-    VariantManifest, VariantValidateRecord,
+    AccuracyRecord, BaseManifest, BaseModelRecord, Batch1Speed, BatchedSpeed, CalibrationInfo, Comparison,
+    FidelityRecord, GateDecision, GateState, Generation, Hardware, HardwareVerdict, LoadCheck, QuantizeRecord,
+    SpeedRecord, Status, TaskComparison, TaskScore, ValidateRecord, VariantManifest, VariantValidateRecord,
 )
 from bot.recipes import load_recipes
 from bot.recipes.resolve import resolve
 from bot.rundir import RunDir, run_id_for
+from bot.stages.quantize import applied_recipe
 from bot.stages.validate.compare import hardware_compat
 
 BASE_ID = "acme/Llama-Demo-8B-Instruct"
@@ -78,6 +79,17 @@ VARIANTS = {
                       [BASE_OUTPUTS[0], "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)"]),
 }
 BASE_SPEED = (152.3, 18.4, 6.57, 5120.5, 16_060_000_000)
+# What the validate stage's paired statistics record (the lead's Comparison/TaskComparison/FidelityRecord/GateDecision
+# fields; until that branch lands the fixtures set them): half-widths of the 95% CIs, flips per task, fidelity.
+CI_HALF = {"w4a16-gptq": 1.35, "w8a8-int8": 0.95, "fp8-dynamic": 0.75}
+TASK_CI_HALF = {"arc_challenge": 3.1, "hellaswag": 1.2, "gsm8k": 2.6}
+FLIPS = {"w4a16-gptq": {"arc_challenge": (9, 7), "hellaswag": (6, 5), "gsm8k": (14, 8)},
+         "w8a8-int8": {"arc_challenge": (5, 4), "hellaswag": (3, 3), "gsm8k": (7, 5)},
+         "fp8-dynamic": {"arc_challenge": (3, 3), "hellaswag": (2, 2), "gsm8k": (4, 3)}}
+FIDELITY = {"w4a16-gptq": (0.0412, 0.318, 0.9305, 1.0281), "w8a8-int8": (0.0118, 0.0934, 0.9712, 1.0062),
+            "fp8-dynamic": (0.00853, 0.0671, 0.9768, 1.0041)}
+HELD_OUT = ("wikitext-2-raw-v1 test (first 4,096 tokens)",
+            "sha256:4b1f0a6c2d8e9f7a3b5c1d2e4f6a8b0c9d7e5f3a1b2c4d6e8f0a9b7c5d3e1f2a")
 
 
 def write_checkpoint(path: Path, *, template: str = CHAT_TEMPLATE, quantized: bool = True,
@@ -107,9 +119,36 @@ def _generations(outputs: list[str]) -> list[Generation]:
     return [Generation(prompt=p, output=o, ok=True) for p, o in zip(PROMPTS, outputs)]
 
 
+def _paired(vid: str, recovery: dict[str, float], passed: bool, threshold: float) -> tuple[Comparison, GateDecision]:
+    """The paired statistics and three-state gate a current validate stage records."""
+    tasks = [TaskComparison(task=t, metric=BASE_SCORES[t][0], base=BASE_SCORES[t][1], variant=VARIANTS[vid].scores[t],
+                            recovery=r,
+                            ci=[round(r - TASK_CI_HALF[t], 2), round(r + TASK_CI_HALF[t], 2)], docs=LIMIT,
+                            right_to_wrong=FLIPS[vid][t][0], wrong_to_right=FLIPS[vid][t][1])
+             for t, r in recovery.items()]
+    mean = round(sum(recovery.values()) / len(recovery), 4)
+    comp = Comparison(mean_recovery_ci=[round(mean - CI_HALF[vid], 2), round(mean + CI_HALF[vid], 2)],
+                      confidence=0.95, bootstrap={"resamples": 2000, "seed": 0, "method": "paired percentile"},
+                      tasks=tasks, tasks_compared=list(recovery))
+    gate = GateDecision(passed=passed, state=GateState.passed if passed else GateState.rejected, threshold=threshold,
+                        rule=f"the CI's lower bound of the mean recovery must reach {threshold:.1f}%", rounds=1,
+                        limit=LIMIT)
+    return comp, gate
+
+
+def _fidelity(vid: str) -> FidelityRecord:
+    kl, p99, top1, ppl = FIDELITY[vid]
+    return FidelityRecord(kl_mean=kl, kl_p99=p99, kl_max=p99 * 4, top1_agreement=top1, ppl_base=9.412,
+                          ppl_variant=round(9.412 * ppl, 3), ppl_ratio=ppl, tokens=4096, windows=4, window=1024,
+                          text=HELD_OUT[0], text_fingerprint=HELD_OUT[1], backend="vllm", device="cuda",
+                          dtype="bfloat16", seconds=41.7)
+
+
 def make_run(root: Path, *, device: str = "cuda", license: str = "apache-2.0", license_name: str | None = None,
-             license_link: str | None = None) -> tuple[RunDir, Settings]:
-    """Write the whole run under `root`; returns the run directory and the settings to render it with."""
+             license_link: str | None = None, legacy: bool = False) -> tuple[RunDir, Settings]:
+    """Write the whole run under `root`; returns the run directory and the settings to render it with.
+    `legacy`: records as an older bot wrote them (no CIs, flips, fidelity, gate state, hardware verdict; a dict
+    recipe; the hardware verdict inside `compat`)."""
     settings = Settings(runs_dir=root / "runs", namespace="bot-demo")
     rundir = RunDir(root / "runs" / run_id_for(BASE_ID, REVISION))
     hw, label = (H100, "GPU") if device == "cuda" else (CPU, "CPU")
@@ -136,7 +175,7 @@ def make_run(root: Path, *, device: str = "cuda", license: str = "apache-2.0", l
     for vid in ("w4a16-gptq", "w4a16-awq", "w8a8-int8", "fp8-dynamic", "nvfp4"):
         recipe = book.get(vid)
         resolved = resolve(recipe, CONFIG)
-        q = QuantizeRecord(recipe_id=vid, recipe=recipe.model_dump(mode="json"),
+        q = QuantizeRecord(recipe_id=vid, recipe=recipe.model_dump(mode="json") if legacy else applied_recipe(resolved),
                            llmcompressor_recipe=resolved.llmcompressor_yaml, applied=resolved.manifest_view(),
                            versions=QUANT_VERSIONS, hardware=H100, started_at="2026-11-03T08:01:10+00:00")
         if resolved.samples:
@@ -153,7 +192,7 @@ def make_run(root: Path, *, device: str = "cuda", license: str = "apache-2.0", l
         q.peak_gpu_memory_bytes = 21_400_000_000
         write_checkpoint(rundir.model_dir(vid))
         comp = Comparison(speedup_batch1=round(m.decode / b_decode, 4), speedup_batched=round(m.batched / b_batched, 4),
-                          size_ratio=round(m.size / b_mem, 4))
+                          size_ratio=round(m.size / b_mem, 4), speed_comparable=not legacy)
         acc = AccuracyRecord(tasks=[TaskScore(task=t, metric=BASE_SCORES[t][0], value=v, stderr=BASE_SCORES[t][2] + 0.0004,
                                               samples=LIMIT) for t, v in m.scores.items()],
                              limit=LIMIT, backend="vllm",
@@ -163,13 +202,19 @@ def make_run(root: Path, *, device: str = "cuda", license: str = "apache-2.0", l
             comp.mean_recovery = round(sum(comp.recovery.values()) / len(comp.recovery), 4)
             gate = GateDecision(passed=comp.mean_recovery >= recipe.gate.min_mean_recovery,
                                 threshold=recipe.gate.min_mean_recovery)
+            if not legacy:
+                paired, gate = _paired(vid, comp.recovery, gate.passed, recipe.gate.min_mean_recovery)
+                for name in ("mean_recovery_ci", "confidence", "bootstrap", "tasks", "tasks_compared"):
+                    setattr(comp, name, getattr(paired, name))
         else:
             acc.tasks, acc.error = [], f"CUDA out of memory while loading {rundir.model_dir(vid)} (tried 2.00 GiB)"
             gate = GateDecision(passed=False, forced=True, threshold=recipe.gate.min_mean_recovery,
                                 reasons=["accuracy not measured: lm-eval failed"])
         compat = hardware_compat(recipe, hw, m.kernel if device == "cuda" else None)
         val = VariantValidateRecord(
-            hardware_verdict=compat,
+            compat=compat.model_dump() if legacy else {},
+            hardware_verdict=None if legacy else compat,
+            fidelity=None if legacy or vid not in FIDELITY else _fidelity(vid),
             status=Status.done, backend="vllm" if device == "cuda" else "hf", hardware=hw, versions=VALIDATE_VERSIONS,
             load=LoadCheck(ok=True, backend="vllm", load_time_s=88.0, memory_bytes=m.memory, kernel=m.kernel),
             generations=_generations(m.outputs),

@@ -24,3 +24,9 @@ def gpu_run(tmp_path: Path) -> tuple[RunDir, Settings]:
 @pytest.fixture
 def cpu_run(tmp_path: Path) -> tuple[RunDir, Settings]:
     return make_run(tmp_path, device="cpu")
+
+
+@pytest.fixture
+def legacy_run(tmp_path: Path) -> tuple[RunDir, Settings]:
+    """The same run as an older bot recorded it (no CIs, fidelity, gate state or typed hardware verdict)."""
+    return make_run(tmp_path, legacy=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any
 
 from bot.manifest import (
     BaseManifest,
@@ -17,6 +16,7 @@ from bot.manifest import (
     VariantManifest,
     VariantValidateRecord,
 )
+from bot.recipes import load_recipes
 from bot.rundir import RunDir
 
 
@@ -64,7 +64,7 @@ def make_run(runs_dir: Path, *, variant: str = VARIANT, suffix: str = SUFFIX, va
         validate = VariantValidateRecord(
             status=Status.done, comparison=Comparison(mean_recovery=mean_recovery),
             gate=GateDecision(passed=gate_passed, reasons=[] if gate_passed else ["mean recovery 80.0% < 95.0%"]))
-    recipe: dict[str, Any] = {"id": variant, "suffix": suffix}
+    recipe = load_recipes().get(variant).model_copy(update={"suffix": suffix})  # as the quantize stage stores it
     rundir.write_variant(VariantManifest(
         run_id=rundir.run_id, variant=variant,
         quantize=QuantizeRecord(status=Status.done, recipe_id=variant, recipe=recipe, size_bytes=size_bytes),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.manifest import GateDecision, ValidateRecord, VariantManifest, VariantValidateRecord
+from bot.manifest import (
+    Comparison, GateDecision, GateState, HardwareVerdict, ValidateRecord, VariantManifest, VariantValidateRecord,
+)
 from bot.stages.card.data import (
     RecipeFacts, RunData, accuracy_reason, quantize_reason, speed_reason, state_reason,
 )
 from bot.stages.card.format import (
-    GENERATIONS, Generation, Scrubber, brief, cc, gb, generation_of, md_cell, not_measured, one_line, pct, ratio,
+    GENERATIONS, Generation, Scrubber, brief, cc, confidence_level, gb, generation_of, md_cell, not_measured, one_line,
+    pct, pct_range, ratio,
 )
 
 
@@ -60,7 +63,7 @@ def hardware_view(run: RunData, variant: str, scrub: Scrubber) -> HardwareView:
     for gen in GENERATIONS:
         tested = "not tested in this run"
         if measured_gen is not None and gen == measured_gen and hw is not None and vv is not None:
-            tested = _tested_text(recipe, vv, hw.name, hw.compute_capability or gen.capability, scrub)
+            tested = _tested_text(vv, hw.name, scrub)
         rows.append(GenerationRow(gen.name, gen.capability, gen.examples, _support_text(recipe, gen), tested))
     if hw is None:
         measured = f"No measurement of this variant yet: {scrub(state_reason(vv) or 'not validated')}."
@@ -74,16 +77,23 @@ def hardware_view(run: RunData, variant: str, scrub: Scrubber) -> HardwareView:
     return HardwareView(rows, kernel, measured)
 
 
-def _tested_text(recipe: RecipeFacts, vv: VariantValidateRecord, gpu: str, capability: str, scrub: Scrubber) -> str:
+def _tested_text(vv: VariantValidateRecord, gpu: str, scrub: Scrubber) -> str:
     reason = state_reason(vv)
     if reason:
         return md_cell(f"❌ {gpu}: {scrub(one_line(reason))}")
-    status = vv.compat.get("status")  # the validate stage's verdict, when it recorded one
-    mode = status if status in ("native", "fallback", "unsupported") else support_mode(recipe, capability)
-    how = {"native": "ran natively", "fallback": "ran through the fallback",
-           "unsupported": "ran, below the recipe's minimum compute capability"}[mode]
+    verdict = hardware_verdict(vv)  # the validate stage's, never re-derived here
+    how = {"native": "loaded and ran natively", "fallback": "loaded and ran through the fallback",
+           "unsupported": "loaded and ran, below the recipe's minimum compute capability"}.get(
+        verdict.status if verdict else "", "loaded (no hardware verdict recorded)")
     kernel = f" (kernel: {vv.load.kernel})" if vv.load is not None and vv.load.kernel else ""
-    return md_cell(f"✅ {gpu}: loaded and {how}{kernel}")
+    return md_cell(f"✅ {gpu}: {how}{kernel}")
+
+
+def hardware_verdict(vv: VariantValidateRecord) -> HardwareVerdict | None:
+    """`hardware_verdict`; records of older bots kept the same fields in `compat`."""
+    if vv.hardware_verdict is not None:
+        return vv.hardware_verdict
+    return HardwareVerdict.model_validate(vv.compat) if vv.compat.get("status") else None
 
 
 # ---------------------------------------------------------------- siblings
@@ -113,17 +123,30 @@ def _label(vv: VariantValidateRecord | None) -> str:
 def _speedup(vv: VariantValidateRecord | None, value: float | None, part: str, base: ValidateRecord | None) -> str:
     if value is not None:
         return ratio(value) + (" (CPU)" if _label(vv) == "CPU" else "")
+    comp = vv.comparison if vv is not None else None
+    if comp is not None and not comp.speed_comparable and comp.speed_incomparable_reason:
+        return f"not comparable ({brief(comp.speed_incomparable_reason)})"
     reason = speed_reason(vv, part)
     return not_measured(brief(reason) if reason else f"base: {brief(speed_reason(base, part) or 'comparison not recorded')}")
 
 
-def gate_text(gate: GateDecision | None, vv: VariantValidateRecord | None) -> str:
+def gate_text(gate: GateDecision | None, vv: VariantValidateRecord | None, forced: bool = False) -> str:
     if gate is None:
         return not_measured(brief(state_reason(vv) or "gate not evaluated"))
     if gate.passed:
         return "✅ passed"
     why = one_line("; ".join(gate.reasons) or "no reason recorded", 80)
-    return f"⚠️ failed, published with --force: {why}" if gate.forced else f"❌ failed: {why}"
+    if forced:
+        return f"⚠️ {gate.outcome.value}, published with --force: {why}"
+    return f"❔ inconclusive: {why}" if gate.outcome == GateState.inconclusive else f"❌ failed: {why}"
+
+
+def recovery_cell(comp: Comparison) -> str:
+    """The mean recovery with its CI where the validate stage recorded one."""
+    assert comp.mean_recovery is not None
+    if comp.mean_recovery_ci:
+        return f"{pct(comp.mean_recovery)} ({confidence_level(comp.confidence)}CI {pct_range(comp.mean_recovery_ci)})"
+    return pct(comp.mean_recovery)
 
 
 def _sibling_row(run: RunData, vid: str, current: str, scrub: Scrubber) -> SiblingRow:
@@ -146,14 +169,14 @@ def _sibling_row(run: RunData, vid: str, current: str, scrub: Scrubber) -> Sibli
                           md_cell(scrub(f"❌ {one_line(q_reason, 100)}")))
     size = gb(vm.quantize.size_bytes) if vm.quantize.size_bytes is not None else not_measured("size not recorded")
     if comp is not None and comp.mean_recovery is not None:
-        recovery = pct(comp.mean_recovery)
+        recovery = recovery_cell(comp)
     else:
         why = accuracy_reason(vv)
         base_why = accuracy_reason(run.base.validate_) or "comparison not recorded"
         recovery = not_measured(brief(why) if why else f"base: {brief(base_why)}")
     s1 = _speedup(vv, comp.speedup_batch1 if comp else None, "batch1", run.base.validate_)
     sn = _speedup(vv, comp.speedup_batched if comp else None, "batched", run.base.validate_)
-    gate = gate_text(vv.gate if vv else None, vv)
+    gate = gate_text(vv.gate if vv else None, vv, run.forced(vid))
     return SiblingRow(model, md_cell(scheme), md_cell(scrub(size)), md_cell(scrub(recovery)), md_cell(scrub(s1)),
                       md_cell(scrub(sn)), md_cell(scrub(gate)))
 
@@ -187,8 +210,7 @@ def guidance(run: RunData) -> list[str]:
         extra = f", {pct(rec[vid])} mean recovery" if vid in rec else ""
         out.append(f"**Smallest:** {name[vid]} ({gb(sized[vid])}{extra}).")
     if rec:
-        vid = max(rec, key=lambda v: (rec[v], -(sized.get(v) or 0)))
-        out.append(f"**Closest to the base:** {name[vid]} ({pct(rec[vid])} mean recovery).")
+        out.append(_closest(rec, {vid: comps[vid] for vid in rec}, name))
     gpu = {vid: c for vid, c in comps.items() if _label(passed[vid].validate_) == "GPU"}
     hw = next((vm.validate_.hardware for vm in passed.values() if vm.validate_ and vm.validate_.hardware
                and vm.validate_.hardware.device == "cuda"), None)
@@ -202,6 +224,21 @@ def guidance(run: RunData) -> list[str]:
         out.append("Speed was measured on CPU only in this run, so no GPU speed advice is given.")
     out += _hardware_guidance({vid: run.recipes[vid] for vid in passed})
     return out
+
+
+def _closest(rec: dict[str, float], comps: dict[str, Comparison], name: dict[str, str]) -> str:
+    """Which variant keeps the most accuracy, only when the intervals say so: the best one's CI must lie above
+    every other's. Overlapping (or unrecorded) intervals are reported as a tie, never ranked."""
+    best = max(rec, key=lambda v: (rec[v], v))
+    if len(rec) == 1:
+        return f"**Accuracy:** {name[best]} keeps {recovery_cell(comps[best])} mean recovery."
+    cis = {vid: comps[vid].mean_recovery_ci for vid in rec}
+    listed = ", ".join(f"{name[v]} {recovery_cell(comps[v])}" for v in sorted(rec, key=lambda v: -rec[v]))
+    if all(cis.values()) and all(cis[best][0] > cis[v][-1] for v in rec if v != best):
+        return f"**Closest to the base:** {name[best]} ({recovery_cell(comps[best])} mean recovery; its interval " \
+               "lies above every other variant's)."
+    why = "their confidence intervals overlap" if all(cis.values()) else "no confidence intervals were recorded"
+    return f"**Accuracy:** the variants cannot be told apart ({why}): {listed}."
 
 
 def _hardware_guidance(recipes: dict[str, RecipeFacts]) -> list[str]:

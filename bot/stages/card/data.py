@@ -1,8 +1,10 @@
 """What the card stage reads: the run's manifests, loaded once, and the facts derived from them.
 
 `RunData.load(rundir, settings)` reads `base/manifest.json` and every variant manifest. `RecipeFacts` reads the
-resolved recipe that the quantize stage stored in the variant manifest (falling back to the built-in recipe of
-the same id only when that section is empty). The `*_reason` functions say why a number is missing.
+applied recipe that the quantize stage stored in the variant manifest (falling back to the recipe book's of the
+same id only when none was stored). Repo ids and which variants are published come from each manifest's
+`target` (planned by the publish run before any card is rendered). The `*_reason` functions say why a number is
+missing.
 """
 
 from __future__ import annotations
@@ -13,23 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
-from bot.errors import StageError, UnknownRecipeError
-from bot.manifest import BaseManifest, Status, ValidateRecord, VariantManifest
-from bot.recipes import BUILTIN_ORDER, load_recipes
+from bot.errors import ConfigError, StageError, UnknownRecipeError
+from bot.manifest import BaseManifest, RepoTarget, Status, ValidateRecord, VariantManifest
+from bot.recipes import BUILTIN_ORDER, Recipe, load_recipes
 from bot.rundir import RunDir
 from bot.secrets import redact
 from bot.stages.card.format import Scrubber
-from bot.stages.publish import repo_id_for
-from bot.stages.validate.compare import SPEED_LENGTH_KEYS
+from bot.stages.publish import target_for
 
 HUB_URL = "https://huggingface.co"
 
 
 @dataclass(frozen=True)
 class RecipeFacts:
+    """The recipe as applied to this variant (`quantize.recipe`, a typed Recipe), flattened for the card."""
+
     id: str
     name: str
-    suffix: str
     scheme: str
     algorithm: str
     summary: str
@@ -41,34 +43,25 @@ class RecipeFacts:
     kernel: str
     min_recovery: float | None
     calibrated: bool
-    raw: dict[str, Any]
+    recipe: Recipe | None  # None: neither the manifest nor the recipe book has it
 
     @classmethod
-    def of(cls, vm: VariantManifest) -> "RecipeFacts":
-        raw = dict(vm.quantize.recipe)
-        if not raw:
+    def of(cls, vm: VariantManifest, settings: Settings | None = None) -> "RecipeFacts":
+        recipe = vm.quantize.recipe
+        if recipe is None:  # a variant that failed before its recipe was recorded: the book's of the same id
             try:
-                raw = load_recipes().get(vm.variant).model_dump(mode="json")
-            except UnknownRecipeError:
-                raw = {"id": vm.variant}
-        hw = raw.get("hardware") or {}
-        gate = raw.get("gate") or {}
+                recipe = load_recipes(settings.recipes_file if settings else None).get(vm.variant)
+            except (UnknownRecipeError, ConfigError):
+                recipe = None
+        if recipe is None:
+            return cls(vm.variant, vm.variant, "", "", "", "", (), None, None, None, "", None, False, None)
+        hw = recipe.hardware
         return cls(
-            id=str(raw.get("id") or vm.variant),
-            name=str(raw.get("name") or vm.variant),
-            suffix=str(raw.get("suffix") or f"-{vm.variant}"),
-            scheme=str(raw.get("scheme") or ""),
-            algorithm=str(raw.get("algorithm") or ""),
-            summary=" ".join(str(raw.get("summary") or "").split()),
-            format=str(raw.get("format") or ""),
-            modifiers=tuple(str(m.get("type")) for m in raw.get("modifiers") or [] if isinstance(m, dict)),
-            native_min=hw.get("native_min_capability"),
-            fallback_min=hw.get("fallback_min_capability"),
-            fallback=hw.get("fallback"),
-            kernel=str(hw.get("kernel") or ""),
-            min_recovery=gate.get("min_mean_recovery"),
-            calibrated=raw.get("calibration") is not None,
-            raw=raw,
+            id=recipe.id, name=recipe.name, scheme=recipe.scheme, algorithm=recipe.algorithm,
+            summary=" ".join(recipe.summary.split()), format=recipe.format,
+            modifiers=tuple(m.type for m in recipe.modifiers), native_min=hw.native_min_capability,
+            fallback_min=hw.fallback_min_capability, fallback=hw.fallback, kernel=hw.kernel,
+            min_recovery=recipe.gate.min_mean_recovery, calibrated=recipe.calibration is not None, recipe=recipe,
         )
 
 
@@ -97,19 +90,27 @@ class RunData:
             vm = rundir.read_variant(vid)
             if vm is not None:
                 variants[vid] = vm
-        return cls(rundir, settings, base, variants, {vid: RecipeFacts.of(vm) for vid, vm in variants.items()})
+        return cls(rundir, settings, base, variants,
+                   {vid: RecipeFacts.of(vm, settings) for vid, vm in variants.items()})
 
     @property
     def hub_url(self) -> str:
         endpoint = self.settings.hub_endpoint
         return (endpoint or HUB_URL).rstrip("/")
 
-    def repo_id(self, variant: str) -> str:
+    def target(self, variant: str) -> RepoTarget:
+        """The planned target; a run never planned (`bot card` before any publish) gets the publish stage's
+        decision for these settings, not stored."""
         vm = self.variants[variant]
-        if vm.publish is not None and vm.publish.repo_id:
-            return vm.publish.repo_id
-        # The publish stage's formula, so the card names the repo it will be uploaded to.
-        return repo_id_for(self.settings, self.base.base.model_id, variant, self.recipes[variant].suffix)
+        if vm.target is not None:
+            return vm.target
+        if vm.publish is not None and vm.publish.repo_id:  # published by an older bot, before targets were planned
+            return RepoTarget(repo_id=vm.publish.repo_id, publish=vm.publish.status == Status.done)
+        gate = vm.validate_.gate if vm.validate_ else None
+        return target_for(vm, self.base.base.model_id, self.settings, force=bool(gate and gate.forced))
+
+    def repo_id(self, variant: str) -> str:
+        return self.target(variant).repo_id
 
     def base_url(self) -> str | None:
         b = self.base.base
@@ -141,15 +142,17 @@ class RunData:
         variants = {vid: VariantManifest.model_validate(clean(vm.model_dump(mode="json", by_alias=True)))
                     for vid, vm in self.variants.items()}
         return replace(self, base=base, variants=variants,
-                       recipes={vid: RecipeFacts.of(vm) for vid, vm in variants.items()})
+                       recipes={vid: RecipeFacts.of(vm, self.settings) for vid, vm in variants.items()})
 
     def will_publish(self, variant: str) -> bool:
-        """Whether a link to the sibling's repo is expected to resolve."""
-        vm = self.variants[variant]
-        if vm.publish is not None and vm.publish.status == Status.done:
-            return True
-        gate = vm.validate_.gate if vm.validate_ else None
-        return gate is not None and (gate.passed or gate.forced)
+        """Whether this run publishes the variant (so a link to its repo resolves): the planned target says."""
+        return self.target(variant).publish
+
+    def forced(self, variant: str) -> bool:
+        """Published with --force although the gate did not pass."""
+        target = self.target(variant)
+        gate = self.variants[variant].validate_.gate if self.variants[variant].validate_ else None
+        return target.forced or bool(gate and gate.forced)
 
 
 def _redact_generations(gens: Any) -> Any:
@@ -212,21 +215,6 @@ def accuracy_reason(rec: ValidateRecord | None, task: str | None = None) -> str 
     if acc is not None and acc.error:
         return f"lm-eval failed: {first_line(acc.error)}"
     return state_reason(rec) or "lm-eval not run"
-
-
-def speed_comparable(base: ValidateRecord | None, variant: ValidateRecord | None) -> str | None:
-    """Why base and variant speeds cannot be compared (the validate stage's rule: same label, same hardware,
-    same benchmark lengths), or None when they can."""
-    if base is None or variant is None or base.speed is None or variant.speed is None:
-        return None
-    if base.speed.label != variant.speed.label:
-        return f"base on {base.speed.label}, variant on {variant.speed.label}"
-    bh, vh = base.hardware, variant.hardware
-    if bh is not None and vh is not None and (bh.device, bh.name, bh.count) != (vh.device, vh.name, vh.count):
-        return f"base measured on {bh.count}× {bh.name}, variant on {vh.count}× {vh.name}"
-    if any(base.speed.settings.get(k) != variant.speed.settings.get(k) for k in SPEED_LENGTH_KEYS):
-        return "different benchmark lengths"
-    return None
 
 
 def quantize_reason(vm: VariantManifest) -> str | None:

@@ -45,6 +45,26 @@ def pct(value: float) -> str:
     return f"{value:.2f}%"
 
 
+def pct_range(bounds: list[float] | tuple[float, ...]) -> str:
+    """A confidence interval of percentages: [97.8, 100.4] -> "97.80–100.40%"."""
+    low, high = bounds[0], bounds[-1]
+    return f"{low:.2f}–{high:.2f}%"
+
+
+def confidence_level(value: float | None) -> str:
+    """0.95 -> "95%"; None (not recorded) -> "" so the text says just "CI"."""
+    return f"{value * 100:g}% " if value is not None else ""
+
+
+def nats(value: float) -> str:
+    """A KL divergence in nats, to three significant figures (they span orders of magnitude)."""
+    return f"{value:.3g} nats"
+
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
 def ratio(value: float) -> str:
     return f"{value:.2f}×"
 

@@ -34,13 +34,13 @@ from bot.stages.card.format import gb, one_line, pct, ratio
 from bot.stages.card.meta import card_metadata, eval_results_files, front_matter
 from bot.stages.card.view import build_variant_card
 from bot.stages.card.chart import CHART_NAME, draw_chart
+from bot.stages.publish import collection_title
 
 VARIANT_TEMPLATE = "variant.md.j2"
 COLLECTION_TEMPLATE = "collection.md.j2"
 MANIFEST_COPY = "bot_manifest.json"
 COLLECTION_DESCRIPTION_MAX = 150  # the Hub rejects longer collection descriptions
 COLLECTION_NOTE_MAX = 500
-COLLECTION_TITLE_MAX = 60
 
 
 # ---------------------------------------------------------------- templates
@@ -91,7 +91,7 @@ def _sanitized_manifests(run: RunData, variant: str) -> dict[str, Any]:
         "run_id": run.rundir.run_id,
         "repo_id": run.repo_id(variant),
         "base": run.base.model_dump(mode="json", by_alias=True, exclude={"base": {"path"}}),
-        "variant": vm.model_dump(mode="json", by_alias=True, exclude={"card", "publish"}),
+        "variant": vm.model_dump(mode="json", by_alias=True, exclude={"card", "publish", "target"}),
     }
 
 
@@ -250,5 +250,4 @@ def render_collection(rundir: RunDir, settings: Settings, variants: list[str] | 
     templates = Path(templates_dir or settings.templates_dir)
     description = render_template(templates, COLLECTION_TEMPLATE, collection=view)
     # The Hub rejects longer descriptions; a long base name must not block publishing, so cut with an ellipsis.
-    return CollectionText(one_line(f"{base_name(b.model_id)} quantized", COLLECTION_TITLE_MAX),
-                          one_line(description, COLLECTION_DESCRIPTION_MAX), notes)
+    return CollectionText(collection_title(b.model_id), one_line(description, COLLECTION_DESCRIPTION_MAX), notes)

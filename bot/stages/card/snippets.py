@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from bot.manifest import BaseModelRecord, CalibrationInfo, QuantizeRecord
+from bot.recipes import Recipe
 from bot.stages.card.format import code, md_cell
 
 
@@ -52,8 +53,12 @@ def llm_snippet(repo_id: str, prompt: str, chat: bool, trust_remote_code: bool) 
     return head + body + "print(outputs[0].outputs[0].text)"
 
 
-def recipe_yaml(recipe: dict[str, Any]) -> str:
-    return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False, allow_unicode=True, width=110).strip()
+def recipe_yaml(recipe: Recipe | None) -> str:
+    """The applied recipe (as resolved for this model), as YAML."""
+    if recipe is None:
+        return "# not recorded"
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, default_flow_style=False,
+                          allow_unicode=True, width=110).strip()
 
 
 def _calibration_code(cal: CalibrationInfo) -> list[str]:
@@ -125,13 +130,13 @@ def _mapping_text(mapping: Any) -> str:
     return code(str(mapping))
 
 
-def decisions(q: QuantizeRecord, recipe: dict[str, Any]) -> list[DecisionRow]:
+def decisions(q: QuantizeRecord, recipe: Recipe | None) -> list[DecisionRow]:
     """The per-architecture decisions recorded in `quantize.applied`, each with its reason."""
     applied = q.applied
     rows: list[DecisionRow] = []
     if applied.get("architecture"):
         rows.append(DecisionRow("Architecture", code(str(applied["architecture"])), "read from the base's config.json"))
-    requested = recipe.get("group_size")
+    requested = recipe.group_size if recipe is not None else None
     fallback = applied.get("group_size_fallback")
     group = applied.get("group_size", requested)
     if isinstance(fallback, dict):
@@ -139,12 +144,12 @@ def decisions(q: QuantizeRecord, recipe: dict[str, Any]) -> list[DecisionRow]:
                                 md_cell(str(fallback.get("reason", "")))))
     elif group is None:
         rows.append(DecisionRow("Group size", "none (one scale per output channel)", "the scheme is per-channel"))
-    elif recipe.get("scheme") == "NVFP4":
+    elif recipe is not None and recipe.scheme == "NVFP4":
         rows.append(DecisionRow("Group size", str(group), "fixed by the NVFP4 format"))
     else:
         rows.append(DecisionRow("Group size", str(group), "as the recipe asks: every in-feature divides by it"))
     reasons = applied.get("ignore_reasons") or {}
-    for pattern in applied.get("ignore") or recipe.get("ignore") or []:
+    for pattern in applied.get("ignore") or (recipe.ignore if recipe is not None else []):
         why = reasons.get(pattern) or "listed by the recipe"
         rows.append(DecisionRow("Not quantized", code(str(pattern)), md_cell(str(why))))
     sq = applied.get("smoothquant")

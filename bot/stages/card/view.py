@@ -11,20 +11,18 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from bot import __version__
-from bot.manifest import BatchedSpeed, Batch1Speed, Status, TaskScore, ValidateRecord
+from bot.manifest import BatchedSpeed, Batch1Speed, Comparison, GateState, Status, ValidateRecord
+from bot.stages.card.accuracy import AccuracyView, accuracy_view
 from bot.stages.card.compare import HardwareView, SiblingsView, hardware_view, siblings_view
-from bot.stages.card.data import (
-    RunData, accuracy_reason, quantize_reason, speed_comparable, speed_reason, state_reason,
-)
+from bot.stages.card.data import RunData, quantize_reason, speed_reason, state_reason
 from bot.stages.card.format import (
-    NOT_MEASURED, Scrubber, brief, code, day, gb, html_text, md_cell, metric_name, ms, not_measured, one_line, pct, ratio, score,
-    seconds, tok_s,
+    Scrubber, brief, code, day, gb, html_text, md_cell, ms, not_measured, one_line, ratio, seconds, tok_s,
 )
 from bot.stages.card.snippets import (
     DecisionRow, decisions, llm_snippet, oneshot_code, openai_snippet, recipe_yaml, serve_command,
 )
 from bot.stages.card.view_parts import (
-    AccuracyRow, KeyValue, SpeedRow, VersionRow, calibration_rows, evaluation_rows, license_lines, speed_settings,
+    KeyValue, SpeedRow, VersionRow, calibration_rows, evaluation_rows, license_lines, speed_settings,
     version_rows,
 )
 
@@ -41,13 +39,12 @@ class VariantCard:
     recipe_name: str
     warnings: list[str]
     summary: str
+    confidence: str  # "How sure are we": mean recovery with its CI, fidelity, the gate ("" when nothing measured)
     hardware: HardwareView
     serve_command: str
     openai_snippet: str
     llm_snippet: str
-    accuracy_rows: list[AccuracyRow]
-    accuracy_summary: str
-    accuracy_notes: list[str]
+    accuracy: AccuracyView
     speed_heading: str
     speed_rows: list[SpeedRow]
     speed_notes: list[str]
@@ -87,7 +84,7 @@ def build_variant_card(run: RunData, variant: str, scrub: Scrubber, chart: str |
     base_link = f"[{b.model_id}]({run.base_url()})" if run.base_url() else code(b.model_id)
     prompt = next((g.prompt for g in (vv.generations if vv else [])), DEFAULT_PROMPT)
     chat = b.has_chat_template
-    acc_rows, acc_summary, acc_notes = _accuracy(run, variant, scrub)
+    acc = accuracy_view(run, variant, scrub)
     heading, speed_rows, speed_notes = _speed(run, variant, scrub)
     samples, samples_missing = _samples(run, variant, scrub)
     validated = day(vv.validated_at or vv.finished_at) if vv else None
@@ -99,13 +96,12 @@ def build_variant_card(run: RunData, variant: str, scrub: Scrubber, chart: str |
         recipe_name=recipe.name,
         warnings=_warnings(run, variant, scrub),
         summary=_summary(run, variant, base_link),
+        confidence=acc.confidence,
         hardware=hardware_view(run, variant, scrub),
         serve_command=serve_command(repo_id, b.trust_remote_code),
         openai_snippet=openai_snippet(repo_id, prompt, chat),
         llm_snippet=llm_snippet(repo_id, prompt, chat, b.trust_remote_code),
-        accuracy_rows=acc_rows,
-        accuracy_summary=acc_summary,
-        accuracy_notes=acc_notes,
+        accuracy=acc,
         speed_heading=heading,
         speed_rows=speed_rows,
         speed_notes=speed_notes,
@@ -113,12 +109,12 @@ def build_variant_card(run: RunData, variant: str, scrub: Scrubber, chart: str |
         chart=chart,
         samples=samples,
         samples_missing=samples_missing,
-        recipe_yaml=recipe_yaml(recipe.raw),
+        recipe_yaml=recipe_yaml(recipe.recipe),
         llmcompressor_yaml=vm.quantize.llmcompressor_recipe.strip("\n") or "# not recorded",
         oneshot_code=oneshot_code(b, vm.quantize, f"{repo_id.rsplit('/', 1)[-1]}"),
         calibration=calibration_rows(vm.quantize.calibration, run.hub_url),
         quantize_facts=_quantize_facts(run, variant),
-        decisions=decisions(vm.quantize, recipe.raw),
+        decisions=decisions(vm.quantize, recipe.recipe),
         lm_eval_command=scrub(vv.accuracy.command) if vv and vv.accuracy and vv.accuracy.command else "# not recorded",
         evaluation_settings=evaluation_rows(vv, run.base.validate_),
         speed_settings=speed_settings(vv),
@@ -139,8 +135,10 @@ def _warnings(run: RunData, variant: str, scrub: Scrubber) -> list[str]:
     if gate.passed:
         return []
     reasons = "; ".join(scrub(one_line(r, 200)) for r in gate.reasons) or "no reason recorded"
-    if gate.forced:
+    if run.forced(variant):
         return [f"**Published without passing the quality gate** (`--force`). The gate's reasons: {reasons}."]
+    if gate.outcome == GateState.inconclusive:
+        return [f"**The quality gate could not decide** (the confidence interval straddles its threshold): {reasons}."]
     return [f"**This variant did not pass the quality gate:** {reasons}."]
 
 
@@ -167,72 +165,7 @@ def _summary(run: RunData, variant: str, base_link: str) -> str:
         parts.append(f"The checkpoint takes {gb(size)} on disk (the base's size was not recorded).")
     else:
         parts.append(f"Its size on disk was not measured ({quantize_reason(vm) or 'size not recorded'}).")
-    comp = vm.validate_.comparison if vm.validate_ else None
-    if comp is not None and comp.mean_recovery is not None and vm.validate_ and vm.validate_.accuracy:
-        n = len(comp.recovery) or len(vm.validate_.accuracy.tasks)
-        parts.append(f"On {n} lm-eval tasks it keeps {pct(comp.mean_recovery)} of the base's scores on average.")
     return " ".join(parts)
-
-
-# ---------------------------------------------------------------- accuracy
-
-
-def _scores(rec: ValidateRecord | None) -> dict[str, TaskScore]:
-    if rec is None or rec.accuracy is None or rec.accuracy.error:
-        return {}
-    return {t.task: t for t in rec.accuracy.tasks}
-
-
-def _accuracy(run: RunData, variant: str, scrub: Scrubber) -> tuple[list[AccuracyRow], str, list[str]]:
-    vv = run.variants[variant].validate_
-    bv = run.base.validate_
-    ours, theirs = _scores(vv), _scores(bv)
-    comp = vv.comparison if vv else None
-    details: dict[str, None] = {}  # full reasons, shown once under the table when a cell has only the brief one
-
-    def missing(reason: str | None, who: str) -> str:
-        full = scrub(reason or "missing")
-        if brief(full) != full:
-            details[f"{who}: {full}"] = None
-        return not_measured(brief(full))
-
-    rows = []
-    for task in dict.fromkeys([*ours, *theirs]):
-        v, b = ours.get(task), theirs.get(task)
-        metric = v.metric if v is not None else b.metric if b is not None else ""
-        base_cell = score(b.value, b.metric) if b else missing(accuracy_reason(bv, task), "Base")
-        var_cell = score(v.value, v.metric) if v else missing(accuracy_reason(vv, task), "This variant")
-        rec = comp.recovery.get(task) if comp else None  # the validate stage's number, never recomputed here
-        if rec is not None:
-            rec_cell = pct(rec)
-        elif v is None:
-            rec_cell = missing(accuracy_reason(vv, task), "This variant")
-        elif b is None:
-            rec_cell = not_measured("base: " + brief(scrub(accuracy_reason(bv, task) or "missing")))
-        else:
-            rec_cell = not_measured("no comparison recorded" if comp is None else "not computable from these scores")
-        err = " / ".join(NOT_MEASURED if t is None else score(t.stderr, t.metric) if t.stderr is not None
-                         else "not reported" for t in (b, v))
-        rows.append(AccuracyRow(code(task), md_cell(metric_name(metric)), md_cell(base_cell), md_cell(var_cell),
-                                md_cell(rec_cell), err))
-    threshold = (vv.gate.threshold if vv and vv.gate and vv.gate.threshold is not None else
-                 run.recipes[variant].min_recovery)
-    gate = f" The quality gate for this recipe asks for at least {pct(threshold)}." if threshold is not None else ""
-    if comp is not None and comp.mean_recovery is not None:
-        summary = f"Mean recovery over {len(rows)} tasks: **{pct(comp.mean_recovery)}**.{gate}"
-    else:
-        reason = accuracy_reason(vv) or (f"base: {accuracy_reason(bv)}" if accuracy_reason(bv) else None)
-        summary = f"Mean recovery: {not_measured(scrub(reason or 'comparison not recorded'))}.{gate}"
-        details.pop(f"This variant: {scrub(accuracy_reason(vv) or '')}", None)
-    notes = [f"Not measured — {d}." for d in details]
-    notes.append("Scores are percentages (accuracy or exact match); stderr is lm-eval's standard error (base / "
-                 "variant). Recovery is the variant's score divided by the base's (the inverse for lower-is-better "
-                 "metrics such as perplexity).")
-    limit = vv.accuracy.limit if vv and vv.accuracy else None
-    if limit is not None:
-        notes.append(f"Each task ran on its first {limit} samples (lm-eval `--limit {limit}`): the scores compare "
-                     "this variant with its base; they are not comparable with full-benchmark leaderboard numbers.")
-    return rows, summary, notes
 
 
 # ---------------------------------------------------------------- speed
@@ -254,7 +187,6 @@ def _speed(run: RunData, variant: str, scrub: Scrubber) -> tuple[str, list[Speed
     vdev = "CPU" if vv and vv.hardware and vv.hardware.device != "cuda" else "GPU"
     bdev = "CPU" if bv and bv.hardware and bv.hardware.device != "cuda" else "GPU"
     details: dict[str, None] = {}
-    incomparable = speed_comparable(bv, vv)
 
     def cell(value: float | None, fmt: Callable[[float], str], label: str, reason: str | None, who: str) -> str:
         if value is not None:
@@ -279,31 +211,32 @@ def _speed(run: RunData, variant: str, scrub: Scrubber) -> tuple[str, list[Speed
         bval = get(bsrc) if bsrc is not None else None
         rows.append(SpeedRow(what, cell(bval, fmt, blabel, speed_reason(bv, part), "Base"),
                              cell(vval, fmt, vlabel, speed_reason(vv, part), "This variant"),
-                             _vs(vval, bval, incomparable, given)))
+                             _vs(comp, given, vval is not None and bval is not None)))
     vmem = vv.load.memory_bytes if vv and vv.load and vv.load.ok else None
     bmem = bv.load.memory_bytes if bv and bv.load and bv.load.ok else None
     rows.append(SpeedRow("Weights in GPU memory" if vdev == "GPU" else "Memory growth on load",
                          cell(bmem, gb, bdev, speed_reason(bv, "memory"), "Base"),
                          cell(vmem, gb, vdev, speed_reason(vv, "memory"), "This variant"),
-                         _vs(vmem, bmem, incomparable if incomparable else (
-                             None if vdev == bdev else f"base on {bdev}, variant on {vdev}"))))
+                         _vs(comp, None, vmem is not None and bmem is not None)))
     size, bsize = vm.quantize.size_bytes, run.base.base.size_bytes
     rows.append(SpeedRow("Size on disk", cell(bsize, gb, "", "base size not recorded", "Base"),
                          cell(size, gb, "", quantize_reason(vm) or "size not recorded", "This variant"),
-                         _vs(size, bsize, None)))
+                         _vs(comp, comp.size_ratio if comp else None, size is not None and bsize is not None,
+                             speed=False)))
     notes = [f"Not measured — {d}." for d in details] + _speed_notes(vlabel, blabel)
     return _speed_heading(vv, bv, vlabel), rows, notes
 
 
-def _vs(v: float | None, b: float | None, incomparable: str | None, given: float | None = None) -> str:
-    """variant / base: the validate stage's ratio when it recorded one, else computed from the two numbers shown."""
-    if v is None or b is None:
-        return not_measured("needs both numbers")
-    if incomparable:
-        return md_cell(f"not comparable ({incomparable})")
+def _vs(comp: Comparison | None, given: float | None, both: bool, *, speed: bool = True) -> str:
+    """variant / base as the validate stage recorded it (`Comparison`); the card never divides two numbers itself.
+    A speed row of a pair validate found incomparable says why; a row it records no ratio for shows none."""
+    if speed and comp is not None and not comp.speed_comparable and comp.speed_incomparable_reason:
+        return md_cell(f"not comparable ({comp.speed_incomparable_reason})")
     if given is not None:
         return ratio(given)
-    return ratio(v / b) if b else not_measured("base is zero")
+    if not both:
+        return not_measured("needs both numbers")
+    return not_measured("no comparison recorded") if comp is None else "—"
 
 
 def _speed_heading(vv: ValidateRecord | None, bv: ValidateRecord | None, label: str) -> str:
@@ -322,8 +255,10 @@ def _speed_heading(vv: ValidateRecord | None, bv: ValidateRecord | None, label: 
 
 
 def _speed_notes(vlabel: str, blabel: str) -> list[str]:
-    notes = ["\"vs base\" is this variant's number divided by the base's: above 1.00× is faster for throughput, "
-             "below 1.00× is better for latency, memory and size."]
+    notes = ["\"vs base\" is the validation's ratio of this variant's number to the base's: above 1.00× is faster "
+             "for throughput, below 1.00× is smaller on disk; \"—\" where it records no ratio (compare the two "
+             "numbers). Ratios are taken only between a base and a variant measured under the same conditions "
+             "(hardware, GPU count, benchmark lengths)."]
     if "CPU" in (vlabel, blabel):
         notes.append("Numbers marked (CPU) were measured without a GPU and are never compared with GPU numbers.")
     return notes

@@ -26,6 +26,8 @@ class AccuracyRow:
     base: str
     variant: str
     recovery: str
+    ci: str  # the validate stage's paired CI of the task's recovery
+    flips: str  # right -> wrong / wrong -> right documents
     stderr: str
 
 

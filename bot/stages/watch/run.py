@@ -25,6 +25,7 @@ from bot.clients.hub_support import is_transport_error
 from bot.config import Settings, SettingsLayers
 from bot.errors import BotError, ConfigError, HubAuthError, HubError, ModelError, StageError
 from bot.ledger import AuthorCursor, Ledger, sync_from_run
+from bot.recipes import load_recipes
 from bot.rundir import RunDir
 from bot.stages.watch.checks import check_model
 from bot.watchlist import WatchEntry, Watchlist, entry_layers, group_fingerprint, recipes_for
@@ -35,10 +36,7 @@ DISPATCH_STALE = timedelta(hours=24)  # a dispatch without a published result af
 MAX_ATTEMPTS = 3
 NO_REVISION = "-"  # ledger revision of a model whose Hub lookup failed (so it is looked at again)
 PUBLISH_WORKFLOW = "publish.yml"
-SUFFIXES = {
-    "w4a16-gptq": "-W4A16-GPTQ", "w4a16-awq": "-W4A16-AWQ", "w4a16-autoround": "-W4A16-AutoRound",
-    "w8a8-int8": "-W8A8-INT8", "fp8-dynamic": "-FP8-Dynamic", "nvfp4": "-NVFP4",
-}
+SUFFIXES = {r.id: r.suffix for r in load_recipes()}  # the built-in recipes' repo suffixes, from the recipe book
 
 
 class WatchHub(Protocol):
