@@ -206,7 +206,11 @@ def evaluate(job: dict[str, Any], tmp: Path) -> dict[str, Any]:
     manager = TaskManager(include_path=includes or None, include_defaults=not only_local)
     kwargs: dict[str, Any] = {}
     if job["backend"] == "hf":
+        from bot.workers.hf_backend import loadable_path
+
         kwargs["device"] = job.get("device") or "cpu"
+        # MoE checkpoints with quantized experts are evaluated from a dequantized copy (see hf_backend)
+        job = {**job, "model_path": loadable_path(job["model_path"], tmp, kwargs["device"])[0]}
     res = lm_eval.simple_evaluate(
         model=job["backend"], model_args=model_args(job), tasks=list(job["tasks"]), num_fewshot=job.get("num_fewshot"),
         limit=job.get("limit"), batch_size=job.get("batch_size") or "auto", task_manager=manager,
