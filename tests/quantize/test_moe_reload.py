@@ -124,3 +124,24 @@ def test_transformers_alone_still_cannot_load_them(moe_run):
     for variant in VARIANTS:
         with pytest.raises(Exception, match="conversion of the weights"):
             AutoModelForCausalLM.from_pretrained(rundir.model_dir(variant), dtype="auto")
+
+
+def test_bot_validate_measures_the_moe_variants(moe_run, tmp_path, monkeypatch):
+    """The whole hf validation (load, generations, speed, lm-eval on the bundled tasks) on a copy of the run."""
+    import shutil
+
+    _, rundir = moe_run
+    copy = RunDir(Path(shutil.copytree(rundir.root, tmp_path / rundir.root.name)))
+    small = {"MAX_NEW_TOKENS": "8", "PROMPTS": '["What is the capital of France?"]', "SPEED__BATCH1_RUNS": "1",
+             "SPEED__BATCH1_INPUT_LEN": "16", "SPEED__BATCH1_OUTPUT_LEN": "4", "SPEED__BATCHED_INPUT_LEN": "16",
+             "SPEED__BATCHED_OUTPUT_LEN": "4", "SPEED__BATCHED_NUM_PROMPTS": "2"}
+    for key, value in small.items():
+        monkeypatch.setenv(f"BOT_VALIDATE__{key}", value)
+    for key in ("BOT_SERVE_PYTHON", "BOT_DEVICE", "BOT_VALIDATE__BACKEND", "BOT_VALIDATE__TASKS"):
+        monkeypatch.delenv(key, raising=False)
+    assert main(["validate", str(copy.root), "--limit", "4"]) == 0
+    for variant in VARIANTS:
+        rec = copy.read_variant(variant).validate_
+        assert rec.status == Status.done and rec.load.ok, rec.error or rec.load.error
+        assert "dequantized to dense bfloat16 by compressed-tensors" in rec.load.kernel
+        assert rec.accuracy.error is None and rec.accuracy.tasks and rec.comparison.mean_recovery is not None
