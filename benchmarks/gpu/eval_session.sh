@@ -12,8 +12,8 @@
 #   moe    a tiny Qwen3-MoE shape through AWQ and W8A8, then vLLM loads each (benchmarks/gpu/moe_check.py)
 # Results (manifests, per-document files, logs, console output, cards; no weights) go under $WORK: collect them
 # with benchmarks/gpu/collect.sh. Needs the offline kit installed (/tmp/site-serve, /tmp/site-quantize) and
-# SmolLM2's GGUF under /tmp/smolpkg. CPU smoke test: DEVICE=cpu BACKEND=hf PY=.venv/bin/python AR_EXPS= \
-#   S_RECIPES="fp8-dynamic w4a16-gptq" bash benchmarks/gpu/eval_session.sh
+# SmolLM2's GGUF under /tmp/smolpkg. CPU smoke test (a tiny random model): DEVICE=cpu BACKEND=hf PY=.venv/bin/python
+#   MODEL_KIND=tiny RUNS=R1 AR_EXPS= PHASES="build quant val card" S_RECIPES=fp8-dynamic bash benchmarks/gpu/eval_session.sh
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${WORK:-/tmp/gpu}"
@@ -29,15 +29,16 @@ AR_EXPS="${AR_EXPS:-}"           # e.g. "fp32 iters20": benchmarks/gpu/ar-fp32.y
 TASKS="${TASKS:-bot_mc_facts,bot_wikitext_mini}"
 mkdir -p "$WORK/out" "$WORK/bin" "$FAST/models" "$FAST/runs"
 echo "$FAST" > "$WORK/fast-dir"
-if [ "$PY" = "${PY#/opt/}" ] && [ "$DEVICE" = cpu ]; then  # CPU smoke: one interpreter does both
-  for site in quantize serve; do ln -sf "$(command -v "$PY" || echo "$ROOT/$PY")" "$WORK/bin/py-$site"; done
-else
-  for site in quantize serve; do
-    printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s:/tmp/site-%s:/tmp/smolpkg"\nexec %s "$@"\n' "$ROOT" "$site" "$PY" \
-      > "$WORK/bin/py-$site"
-    chmod +x "$WORK/bin/py-$site"
-  done
-fi
+case "$PY" in /*) PYABS="$PY" ;; *) PYABS="$ROOT/$PY" ;; esac
+for site in quantize serve; do
+  if [ "$DEVICE" = cpu ]; then  # CPU smoke: the bot's own environment does both
+    printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s"\nexec %s "$@"\n' "$ROOT" "$PYABS" > "$WORK/bin/py-$site"
+  else
+    printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s:/tmp/site-%s:/tmp/smolpkg"\nexec %s "$@"\n' "$ROOT" "$site" \
+      "$PYABS" > "$WORK/bin/py-$site"
+  fi
+  chmod +x "$WORK/bin/py-$site"
+done
 export BOT_QUANTIZE_PYTHON="$WORK/bin/py-quantize" BOT_SERVE_PYTHON="$WORK/bin/py-serve" PYTHONUNBUFFERED=1
 [ -d "$ROOT/.gput" ] && export BOT_BUILD_TOKENIZER="$ROOT/.gput"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0 BOT_RUNS_DIR="$FAST/runs"
@@ -61,7 +62,8 @@ fi
 
 if want build; then
   log "build: SmolLM2 and its copies"
-  [ -d "$MS" ] || "$WORK/bin/py-quantize" -m bot.workers.build_model smollm2 "$MS" > "$WORK/out/build.txt" 2>&1
+  [ -d "$MS" ] || "$WORK/bin/py-quantize" -m bot.workers.build_model "${MODEL_KIND:-smollm2}" "$MS" \
+    > "$WORK/out/build.txt" 2>&1
   for r in $RUNS; do [ -d "$(model_of "$r")" ] || cp -r "$MS" "$(model_of "$r")"; done
   for e in $AR_EXPS; do [ -d "$(model_of "ar-$e")" ] || cp -r "$MS" "$(model_of "ar-$e")"; done
   log "build done"
@@ -105,12 +107,12 @@ fi
 if want moe && [ -f "$ROOT/benchmarks/gpu/moe_check.py" ]; then
   MOE="$FAST/models/tiny-qwen3-moe"
   log "moe: build, quantize AWQ and W8A8, vLLM load"
-  [ -d "$MOE" ] || "$WORK/bin/py-quantize" -m bot.workers.build_model tiny "$MOE" --arch qwen3_moe \
+  [ -d "$MOE" ] || "$WORK/bin/py-quantize" -m bot.workers.build_model shape "$MOE" --shape tiny-qwen3-moe \
     > "$WORK/out/moe-build.txt" 2>&1
   q moe "$MOE" -r w4a16-awq -r w8a8-int8
   run=$(run_of "$MOE")
-  [ -n "$run" ] && "$WORK/bin/py-serve" "$ROOT/benchmarks/gpu/moe_check.py" "$run" > "$WORK/out/moe.jsonl" \
-    2> "$WORK/out/moe-log.txt"
+  [ -n "$run" ] && VLLM_USE_FLASHINFER_SAMPLER=0 "$WORK/bin/py-serve" "$ROOT/benchmarks/gpu/moe_check.py" "$run" \
+    --base --out "$WORK/out/moe.jsonl" > "$WORK/out/moe-log.txt" 2>&1
   log "moe rc=$?"
 fi
 log "ALL DONE ($PHASES)"
