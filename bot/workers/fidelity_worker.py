@@ -49,10 +49,16 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bot.workers.validate_common import Stopwatch, exit_now, versions, write_result
+from bot.workers.validate_common import Stopwatch, exit_now, read_config, versions, write_result
 
 DTYPES = ("auto", "bfloat16", "float32")
 DEFAULT_CACHE_BYTES = 8 * 1024**3
+# bot.manifest.FidelityRecord's fields (workers import no bot code outside bot.workers; the tests hold the two equal)
+RECORD_DEFAULTS: dict[str, Any] = {
+    "kl_mean": None, "kl_p99": None, "kl_max": None, "top1_agreement": None, "ppl_base": None, "ppl_variant": None,
+    "ppl_ratio": None, "tokens": 0, "windows": 0, "window": None, "nonfinite": 0, "text": "", "text_fingerprint": "",
+    "vocab": "full", "topk": None, "truncation_bound": None, "backend": "hf", "device": "", "dtype": "",
+    "seconds": None, "error": None}
 REQUIRED = ("base_path", "variants", "device", "text_path", "tokens", "window", "result_path")
 
 
@@ -64,10 +70,21 @@ def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-def resolve_dtype(requested: str, device: str) -> str:
+def needs_bf16(model_path: str | Path) -> bool:
+    """NVFP4 checkpoints reload in transformers only in bf16."""
+    qcfg = read_config(model_path).get("quantization_config") or {}
+    return "nvfp4" in json.dumps(qcfg).lower()
+
+
+def resolve_dtype(requested: str, device: str, variant_paths: list[str]) -> str:
+    """"auto": bfloat16 on cuda; on cpu float32, or bfloat16 when a variant is NVFP4 (see the module docstring)."""
     if requested not in DTYPES:
         raise JobError(f"dtype {requested!r} is not one of {', '.join(DTYPES)}")
-    return "bfloat16" if requested == "auto" else requested
+    if requested != "auto":
+        return requested
+    if device == "cuda" or any(needs_bf16(p) for p in variant_paths):
+        return "bfloat16"
+    return "float32"
 
 
 def check_job(job: Any) -> None:
@@ -201,12 +218,11 @@ def run_base(job: dict[str, Any], dtype: str, text: str) -> tuple[dict[str, Any]
 
 def run_variant(job: dict[str, Any], variant: dict[str, Any], dtype: str, wins: Windows,
                 common: dict[str, Any]) -> dict[str, Any]:
-    from bot.manifest import FidelityRecord
     from bot.workers.fidelity_math import Accumulator, position_stats
 
     device = job["device"]
     watch = Stopwatch()
-    rec: dict[str, Any] = dict(common)
+    rec: dict[str, Any] = {**RECORD_DEFAULTS, **common}
     try:
         load_rec, model, _tok = load_model(variant["model_path"], job, dtype)
         if model is None:
@@ -224,14 +240,14 @@ def run_variant(job: dict[str, Any], variant: dict[str, Any], dtype: str, wins: 
         traceback.print_exc()
         rec["error"] = f"{type(exc).__name__}: {exc}"[:2000]
     rec["seconds"] = watch.seconds()
-    return FidelityRecord(**rec).model_dump(mode="python")
+    return rec
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
+    check_job(job)
+    dtype = resolve_dtype(job.get("dtype", "auto"), job["device"], [v["model_path"] for v in job["variants"]])
     import torch
 
-    check_job(job)
-    dtype = resolve_dtype(job.get("dtype", "auto"), job["device"])
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True, warn_only=True)
     text, name, fingerprint = read_text(job["text_path"])

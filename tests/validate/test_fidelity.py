@@ -128,6 +128,23 @@ def test_plan_windows():
         fm.plan_windows(100, 2, 10, prefix=1)
 
 
+def test_auto_dtype_rule(tmp_path):
+    from bot.workers.fidelity_worker import JobError, resolve_dtype
+
+    plain, nvfp4 = tmp_path / "plain", tmp_path / "nvfp4"
+    plain.mkdir()
+    nvfp4.mkdir()
+    (plain / "config.json").write_text(json.dumps({"quantization_config": {"format": "float-quantized"}}))
+    (nvfp4 / "config.json").write_text(json.dumps({"quantization_config": {"config_groups": {
+        "group_0": {"format": "nvfp4-pack-quantized"}}}}))
+    assert resolve_dtype("auto", "cpu", [str(plain)]) == "float32"
+    assert resolve_dtype("auto", "cpu", [str(plain), str(nvfp4)]) == "bfloat16"  # one dtype for the whole job
+    assert resolve_dtype("auto", "cuda", [str(plain)]) == "bfloat16"
+    assert resolve_dtype("float32", "cuda", [str(plain)]) == "float32"
+    with pytest.raises(JobError, match="dtype 'half'"):
+        resolve_dtype("half", "cpu", [])
+
+
 # ---------------------------------------------------------------- the held-out text
 
 
@@ -228,7 +245,7 @@ def worker_runs(tiny_llama, tmp_path_factory):
 def test_worker_result_contract(worker_runs):
     (proc, res), _ = worker_runs
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert res["status"] == "done" and res["text"] == "heldout-v1" and res["dtype"] == "bfloat16"
+    assert res["status"] == "done" and res["text"] == "heldout-v1" and res["dtype"] == "float32"  # auto on cpu
     assert res["text_fingerprint"] == "sha256:" + hashlib.sha256(HELDOUT.read_bytes()).hexdigest()
     assert res["tokens"] == 256 and res["window"] == 64 and res["windows"] == 5  # 63 * 4 + 4
     assert res["base"]["nonfinite"] == 0 and res["base"]["ppl"] > 1 and res["base"]["seconds"] > 0
@@ -236,7 +253,7 @@ def test_worker_result_contract(worker_runs):
     for rec in res["variants"].values():
         assert set(FidelityRecord.model_fields) == set(rec)
         assert (rec["vocab"], rec["topk"], rec["backend"], rec["device"], rec["dtype"]) == \
-            ("full", None, "hf", "cpu", "bfloat16")
+            ("full", None, "hf", "cpu", "float32")
         assert rec["text_fingerprint"] == res["text_fingerprint"] and rec["window"] == 64
 
 
