@@ -50,8 +50,8 @@ def recovery_rows(data: dict) -> list[list[str]]:
         c = v.get("comparison") or {}
         g = v.get("gate") or {}
         tasks = "; ".join(
-            f"{t['task']} {_f(t.get('recovery'), '{:.1f}')}% {_ci(t.get('ci'))} "
-            f"(-{t.get('right_to_wrong', '-')}/+{t.get('wrong_to_right', '-')})"
+            f"{t['task']} {_f(t.get('recovery'), '{:.1f}')}% {_ci(t.get('ci'))}"
+            + (f" (-{t['right_to_wrong']}/+{t['wrong_to_right']})" if t.get("right_to_wrong") is not None else "")
             + (" at chance, unused" if t.get("at_chance") else "")
             for t in c.get("tasks") or [])
         rows.append([vid, _f(c.get("mean_recovery"), "{:.2f}"), _ci(c.get("mean_recovery_ci")), tasks or NM,
