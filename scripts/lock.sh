@@ -25,7 +25,7 @@ if [[ -z "${UV:-}" ]]; then
 fi
 COMMON=(--no-config --quiet --custom-compile-command "bash scripts/lock.sh" --python-platform x86_64-manylinux_2_28)
 [[ -n "${LOCK_DATE:-}" ]] && COMMON+=(--exclude-newer "$LOCK_DATE")
-stamp() { echo "# resolved $(date -u +%Y-%m-%dT%H:%MZ)${LOCK_DATE:+ as of $LOCK_DATE} by scripts/lock.sh with uv $("$UV" --version | cut -d' ' -f2)"; }
+stamp() { echo "# resolved $(date -u +%Y-%m-%d)${LOCK_DATE:+ as of $LOCK_DATE} by scripts/lock.sh with uv $("$UV" --version | cut -d' ' -f2)"; }
 
 lock_cpu() {
   local links=() d
@@ -94,18 +94,20 @@ for line in open(f"{tmp}/{site}.txt"):
     want = src.get(canon(n))
     if want is None or want[0] != v:
         bad.append(f"{n}=={v} (host/kit: {want[0] if want else 'none'})")
-    lines.append(f"{s:<48}# {want[1] if want else '?'}\n")
+    lines.append(f"{s:<47} # {want[1] if want else '?'}\n")
 kit_pins = {canon(l.split("==")[0]) for l in open(f"{kit}/requirements-{site}.txt") if "==" in l and not l.startswith("#")}
 missing = sorted(kit_pins - {canon(l.split("==")[0]) for l in lines})
 if bad or missing:
     sys.exit(f"error: {site} lock departs from the GPU kit: {', '.join(bad + ['missing ' + m for m in missing])}"
              " (hint: regenerate the kit's pins with its resolve.py first)")
-ov = [l.strip() for l in open(f"{tmp}/{site}.overrides") if l.strip()]
+ov = [l.split(";")[0].strip() for l in open(f"{tmp}/{site}.overrides") if l.strip()]
+kept, left = [o for o in ov if "==" in o], [o for o in ov if "==" not in o]
 with open(out, "w") as fh:
     fh.write(f"{stamp}\n# Python 3.12, linux x86_64, the GPU host (CUDA 13; torch 2.11.0+cu130): bot + [{site}].\n"
              f"# Each pin's source: host = the kit's host-freeze.txt, kit-{site} = its requirements-{site}.txt,\n"
-             "# cpu-lock = requirements/cpu.txt (packages neither has). Install with pip --no-deps: the kit departs\n"
-             f"# from the metadata on purpose ({'; '.join(ov) or 'none'}).\n")
+             "# cpu-lock = requirements/cpu.txt (packages neither has).\n"
+             "# Install with pip --no-deps: like the kit, this departs from the metadata on purpose"
+             f" (the host's\n# {', '.join(kept) or 'none'}; left out: {', '.join(left) or 'none'}).\n")
     fh.writelines(lines)
 print(f"{out}: {len(lines)} pins")
 EOF
