@@ -27,6 +27,7 @@ from typing import Iterator, TypeVar
 
 from pydantic import BaseModel
 
+from bot.atomicfile import atomic_write_text  # re-exported: callers import it from here too
 from bot.errors import LockedError
 from bot.manifest import BaseManifest, VariantManifest
 
@@ -39,22 +40,6 @@ def run_id_for(model_id: str, revision: str) -> str:
     if not name:
         org, name = "local", org
     return f"{_SAFE.sub('-', org)}--{_SAFE.sub('-', name)}@{revision[:12]}"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temp file beside `path` and rename it over `path`: readers see the old or the new
-    content, never a part. A failed write (disk full) leaves `path` as it was and removes the temp file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -36,13 +36,7 @@ def _root(
 
 
 for _name in COMMANDS:
-    try:
-        _module = importlib.import_module(f"bot.cli.{_name}")
-    except ModuleNotFoundError as _exc:  # TEMPORARY while commands land
-        if _exc.name != f"bot.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"bot.cli.{_name}").register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

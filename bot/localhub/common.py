@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bot.rundir import atomic_write_text
+from bot.atomicfile import atomic_write_text
 
 
 class StorageError(Exception):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import markdown
 import yaml
 
-from bot.rundir import atomic_write_text
+from bot.atomicfile import atomic_write_text
 
 if TYPE_CHECKING:
     from bot.localhub.storage import HubStorage

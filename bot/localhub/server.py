@@ -1,7 +1,7 @@
-"""The local Hub server: routing, auth, request log and fault injection around `api.py`, run in a thread.
+"""The local Hub server: routing and auth around `api.py`, run in a thread.
 
-`serve_local_hub(root)` is the product's embedded publish target; tests use `LocalHub` directly for its
-`log`, `faults` and seeding helpers.
+`serve_local_hub(root)` is the product's embedded publish target. Tests build `LocalHub` with a `hooks` object
+(bot.localhub.hooks) that records the requests and injects faults; the server itself carries no test code.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from werkzeug.wrappers import Request, Response
 
 from bot.localhub import api
 from bot.localhub.api import Ctx, HubConfig, error_response
-from bot.localhub.faults import FaultInjector, LoggedRequest, RequestLog, summarize
+from bot.localhub.hooks import Intercept, LoggedRequest, RequestHooks, summarize
 from bot.localhub.index import write_index
-from bot.localhub.seed import FileContent, add_revision, seed_model
 from bot.localhub.storage import HubStorage, StorageError
 
 log = logging.getLogger(__name__)
@@ -83,12 +82,12 @@ class LocalHub:
         default_user: str = "bot-local",
         lfs_threshold: int | None = None,
         lfs_patterns: tuple[str, ...] = (),
+        hooks: RequestHooks | None = None,
     ) -> None:
         self.storage = HubStorage(Path(root), on_change=write_index)
         self.config = HubConfig(dict(tokens) if tokens is not None else None, default_user, lfs_threshold,
                                 tuple(lfs_patterns), secrets.token_bytes(16))
-        self.log = RequestLog()
-        self.faults = FaultInjector()
+        self.hooks = hooks
         self._map = Map(_rules())
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -127,15 +126,7 @@ class LocalHub:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # ------------------------------------------------------------ seeding (no HTTP)
-    def seed_model(self, repo_id: str, **kwargs: Any) -> str:
-        """See `bot.localhub.seed.seed_model`; returns the commit sha."""
-        return seed_model(self.storage, repo_id, **kwargs)
-
-    def add_revision(self, repo_id: str, files: Mapping[str, FileContent] | None = None, **kwargs: Any) -> str:
-        """See `bot.localhub.seed.add_revision`; returns the commit sha."""
-        return add_revision(self.storage, repo_id, files, **kwargs)
-
+    # ------------------------------------------------------------ reading the storage (no HTTP)
     def head(self, repo_id: str, branch: str = "main") -> str:
         return self.storage.resolve(repo_id, branch)
 
@@ -168,11 +159,8 @@ class LocalHub:
                 body = json.loads(request.get_data() or b"null")
             except (json.JSONDecodeError, UnicodeDecodeError):
                 body = None
-        ctx = Ctx(request, self.storage, self.config, user, body, summarize(body))
-        fault = self.faults.take(request.method, request.path)
-        if fault is not None and fault.hook is not None:
-            fault.hook()
-            fault = None
+        ctx = Ctx(request, self.storage, self.config, user, body, summarize(body) if self.hooks else None)
+        fault: Intercept | None = self.hooks.intercept(request.method, request.path) if self.hooks else None
         if fault is not None and fault.drop:
             if fault.after_handling:  # the request takes effect, its answer is lost
                 self._dispatch(ctx)
@@ -211,8 +199,10 @@ class LocalHub:
             return error_response(500, f"internal error: {exc}")
 
     def _record(self, ctx: Ctx, status: int | None) -> None:
+        if self.hooks is None:
+            return
         headers = {k: v for k, v in ctx.request.headers.items() if k.lower() not in ("authorization", "cookie")}
-        self.log.add(LoggedRequest(ctx.request.method, ctx.request.path, ctx.request.args.to_dict(flat=False), headers,
+        self.hooks.seen(LoggedRequest(ctx.request.method, ctx.request.path, ctx.request.args.to_dict(flat=False), headers,
                                    ctx.summary, status, ctx.user))
 
 

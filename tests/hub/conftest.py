@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hubfakes import OTHER_TOKEN, TOKEN  # noqa: E402
 
 from bot.clients.hub import HubClient, RetryPolicy  # noqa: E402
-from bot.localhub import LocalHub  # noqa: E402
+from localhub_support import LocalHub  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

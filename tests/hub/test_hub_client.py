@@ -12,7 +12,7 @@ from hubfakes import OTHER_TOKEN, card, safetensors_bytes, write_folder
 
 from bot.clients.hub import HubClient, RetryPolicy
 from bot.errors import HubAuthError, HubError
-from bot.localhub import LocalHub
+from localhub_support import LocalHub
 
 REPO = "tester/Tiny-1B-W4A16-GPTQ"
 COMMIT = r"^/api/models/tester/Tiny-1B-W4A16-GPTQ/commit/"

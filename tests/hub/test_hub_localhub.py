@@ -10,7 +10,8 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 from hubfakes import OTHER_TOKEN, TOKEN, safetensors_bytes
 
-from bot.localhub import LocalHub, serve_local_hub
+from bot.localhub import serve_local_hub
+from localhub_support import LocalHub
 
 
 def seed_base(hub: LocalHub, repo_id: str = "acme/base", **kw) -> str:

@@ -12,7 +12,8 @@ from bot import __version__
 from bot.clients.hub import HubClient, RetryPolicy, make_hub_client, open_target
 from bot.config import Settings
 from bot.errors import GateRejected, HubAuthError, StageError
-from bot.localhub import HubStorage, LocalHub
+from bot.localhub import HubStorage
+from localhub_support import LocalHub
 from bot.manifest import Status
 from bot.stages.publish import plan_variant, publish_collection, publish_variant
 

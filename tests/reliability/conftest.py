@@ -30,7 +30,7 @@ from relhelpers import (  # noqa: E402
     bot_env, count_markers, model_files, pid_alive, read_json, repo_for, run_bot, status_of, wait_until, worker_pids,
 )
 
-from bot.localhub import LocalHub  # noqa: E402
+from localhub_support import LocalHub  # noqa: E402
 
 STAGE_TIMEOUT_S = 900  # generous: a shared 2-core machine may be running other suites meanwhile
 SLOW_LOOP = "{% for _ in range(1000000000) %}{% endfor %}"  # ~a minute of Jinja: the card stage, held open

@@ -14,7 +14,7 @@ import pytest
 from bot.clients.hub import RetryPolicy, make_hub_client
 from bot.config import SettingsLayers
 from bot.ledger import Ledger
-from bot.localhub import LocalHub
+from localhub_support import LocalHub
 from bot.stages.watch.run import run_watch
 from bot.watchlist import parse_watchlist
 from relhelpers import BASE_REPO, FAST_EVAL, model_files, run_inproc

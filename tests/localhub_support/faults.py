@@ -1,6 +1,5 @@
-"""Request log and fault injection for the local Hub (used by tests; harmless when unused).
-
-The log never holds the Authorization header; it records the user *name* the server resolved instead.
+"""Request log and fault injection for the local Hub: the `RequestHooks` object the tests hand to
+`bot.localhub.LocalHub` (see tests/localhub_support/__init__.py).
 """
 
 from __future__ import annotations
@@ -10,29 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-_MAX_STR = 120
-
-
-@dataclass(frozen=True)
-class LoggedRequest:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # without Authorization
-    body: Any  # JSON summary: long strings cut, NDJSON commits as {"header": ..., "ops": [{key, path}]}
-    status: int | None  # None: the connection was dropped on purpose
-    user: str | None = None
-
-
-def summarize(value: Any) -> Any:
-    """Shrink a JSON body for the log: long strings (base64 contents, samples) become their length."""
-    if isinstance(value, dict):
-        return {k: summarize(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [summarize(v) for v in value]
-    if isinstance(value, str) and len(value) > _MAX_STR:
-        return f"<{len(value)} chars>"
-    return value
+from bot.localhub.hooks import Intercept, LoggedRequest
 
 
 class RequestLog:
@@ -124,6 +101,17 @@ class FaultInjector:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+
+    def intercept(self, method: str, path: str) -> Intercept | None:
+        """The first matching fault as the server's `Intercept`; a `before` hook runs here and the request is
+        then answered normally."""
+        fault = self.take(method, path)
+        if fault is None:
+            return None
+        if fault.hook is not None:
+            fault.hook()
+            return None
+        return Intercept(fault.status, fault.message, fault.retry_after, fault.drop, fault.after_handling)
 
     def take(self, method: str, path: str) -> Fault | None:
         """The first matching fault, consumed once."""

@@ -1,4 +1,4 @@
-"""Seeding helpers: base models (files, config.json, README front matter, tags, gating) and new revisions."""
+"""Seeding the local Hub's storage for tests (no HTTP): base models (files, config.json, README front matter, tags, gating) and new revisions."""
 
 from __future__ import annotations
 
