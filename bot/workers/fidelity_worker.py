@@ -131,6 +131,9 @@ def hardware(device: str) -> dict[str, Any]:
 def load_model(path: str, job: dict[str, Any], dtype: str) -> tuple[dict[str, Any], Any, Any]:
     from bot.workers.hf_backend import load
 
+    if dtype != "bfloat16" and needs_bf16(path):
+        return {"ok": False, "error": f"an NVFP4 checkpoint reloads in transformers only in bfloat16, not {dtype}: "
+                                      "use dtype auto or bfloat16"}, None, None
     rec, model, tok = load({"model_path": path, "device": job["device"], "dtype": dtype,
                             "trust_remote_code": bool(job.get("trust_remote_code", False))})
     if model is not None:
