@@ -143,6 +143,11 @@ def test_auto_dtype_rule(tmp_path):
     assert resolve_dtype("float32", "cuda", [str(plain)]) == "float32"
     with pytest.raises(JobError, match="dtype 'half'"):
         resolve_dtype("half", "cpu", [])
+    # an NVFP4 variant asked for in float32 is an error before loading, not a comparison across dtypes
+    from bot.workers.fidelity_worker import load_model
+
+    rec, model, _ = load_model(str(nvfp4), {"device": "cpu"}, "float32")
+    assert model is None and "only in bfloat16" in rec["error"]
 
 
 # ---------------------------------------------------------------- the held-out text
