@@ -46,6 +46,7 @@ def judge(rec: VariantValidateRecord, variant: str, recipe: Recipe | None, base:
     paired = compare_tasks(b, v, settings.gate) if b is not None and v is not None else None
     rec.comparison = compare(base, rec, base_size, variant_size, paired)
     acc = rec.accuracy
+    # None: every task was evaluated whole (each had fewer documents than the limit asked for)
+    limit = acc.limit if acc is not None and more_documents(base, acc.limit) else None
     rec.gate = decide_gate(rec, rec.comparison, gate_threshold(variant, recipe, settings.gate), settings.gate, recipe,
-                           can_grow=can_grow(rec, base, settings), rounds=acc.rounds if acc else 1,
-                           limit=acc.limit if acc else None)
+                           can_grow=can_grow(rec, base, settings), rounds=acc.rounds if acc else 1, limit=limit)
