@@ -66,7 +66,7 @@ class Activity:
         """The status line: what runs now, and how far the whole activity is."""
         text = self.describe() if self.describe else self.text
         count = f" [{self.completed}/{self.total}]" if self.total else ""
-        return f"{text}{count}, {duration(self.clock() - self._started)} elapsed"
+        return f"{self.label}{count}: {text} ({duration(self.clock() - self._started)} in all)"
 
     def _emit(self, message: str) -> None:
         self._last = self.clock()
@@ -83,7 +83,7 @@ class Activity:
         with self.lock:
             self.text = text
             if self._progress is not None:
-                self._progress.update(self._task, description=text)
+                self._progress.update(self._task, description=f"{self.label}: {text}")
             elif announce or self.clock() - self._last >= self.interval_s:
                 self._emit(self.current())
 
@@ -137,20 +137,21 @@ class QuantizeDisplay:
             return elapsed / (index - 1) * (total - index + 1)
         return max(0.0, run["expected"] - elapsed) if run["expected"] is not None else None
 
-    def _eta(self, left: float | None) -> str:
-        if left is None:
-            return ""
-        return f", ~{duration(left)} left (ETA {time.strftime('%H:%M', time.localtime(time.time() + left))})"
+    @staticmethod
+    def _eta(left: float) -> str:
+        return f"ETA {time.strftime('%H:%M:%S', time.localtime(time.time() + left))}"
 
     def _one(self, variant: str) -> str:
         run = self.running[variant]
         layer = f" layer {run['layer']}/{run['layers']}" if run.get("layer") else ""
-        return f"{variant}{layer}, {duration(self.clock() - run['started'])}{self._eta(self.left(variant))}"
+        left = self.left(variant)
+        tail = f", ~{duration(left)} left, {self._eta(left)}" if left is not None else ""
+        return f"{variant}{layer}, {duration(self.clock() - run['started'])} in{tail}"
 
     def describe(self) -> str:
         if self.running:
-            return "quantize: " + "; ".join(self._one(v) for v in self.running)
-        return "quantize: loading the base model" if self.loading else "quantize"
+            return "; ".join(self._one(v) for v in self.running)
+        return "loading the base model" if self.loading else "starting the worker"
 
     def __call__(self, ev: dict[str, Any]) -> None:
         with self.activity.lock:  # the heartbeat thread reads `running` too
@@ -178,8 +179,9 @@ class QuantizeDisplay:
         elif kind == "start":
             expected = self.expected(variant)
             self.running[variant] = {"started": self.clock(), "expected": expected}
-            guess = f"expected ~{duration(expected)}" if expected is not None else "no estimate until a recipe has finished"
-            act.line(f"{variant}: started ({guess}{self._eta(expected)})")
+            guess = (f"expected ~{duration(expected)}, {self._eta(expected)}" if expected is not None
+                     else "no estimate until a recipe has finished")
+            act.line(f"{variant}: started ({guess})")
             act.status(self.describe())
         elif kind == "layer" and variant in self.running:
             run = self.running[variant]
@@ -206,6 +208,7 @@ class ValidateDisplay:
 
     def __init__(self, *, target: Console | None = None, interval_s: float = INTERVAL_S) -> None:
         self.activity = Activity("validate", None, target=target, interval_s=interval_s)
+        self.activity.text = "checking the serve environment"
         self.started: dict[str, float] = {}
 
     def __enter__(self) -> "ValidateDisplay":
@@ -226,7 +229,7 @@ class ValidateDisplay:
             self.started[model] = time.monotonic()
         elif event == "phase":
             self.started.setdefault(model, time.monotonic())
-            act.status(f"validate: {model}: {data.get('phase')}", announce=True)
+            act.status(f"{model}: {data.get('phase')}", announce=True)
         elif event == "skip":
             act.advance()
             act.line(f"{model}: skipped ({data.get('reason')})")
