@@ -62,7 +62,7 @@ def test_recipes_table_on_a_narrow_terminal_wraps_and_never_cuts():
     for line in p.stdout.splitlines():
         if line.startswith("│"):
             for i, cell in enumerate(line.split("│")[1:-1]):
-                columns[i] = columns.get(i, "") + cell.strip()
+                columns[i] = columns.get(i, "") + re.sub(r"\s", "", cell)
     for recipe in load_recipes(None):
         assert recipe.id in columns[0] and recipe.suffix in columns[1]
         assert re.sub(r"\s", "", recipe.algorithm) in columns[3]
