@@ -237,6 +237,9 @@ class ValidateDisplay:
             act.advance()
             took = self.started.pop(model, None)
             act.line(f"{model}: {data.get('state')}" + (f" in {duration(time.monotonic() - took)}" if took else ""))
+        elif event == "round":
+            act.line(f"validate round {data.get('round')}: {', '.join(data.get('models') or [])} undecided by the "
+                     f"gate, measured again with limit {data.get('limit')}")
         elif event == "recompared":
             act.line(f"{model}: ratios and gate taken again against the base measured {data.get('base_validated_at')}")
         else:
