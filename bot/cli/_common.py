@@ -1,19 +1,13 @@
-"""Shared CLI pieces: settings from the command line, the console, progress for worker events."""
+"""Shared CLI pieces: settings from the command line. Printing lives in bot.cli._output and bot.cli._progress."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
+from bot.cli._output import console, out  # noqa: F401 - the consoles, for the commands that import them here
 from bot.config import LIMIT_VALUES, WHOLE_TASK, Settings, SettingsLayers, parse_limit
 from bot.errors import ConfigError
-
-console = Console(stderr=True)
-out = Console()
 
 
 def cli_layer(**cli: Any) -> dict[str, Any]:
@@ -59,27 +53,3 @@ def parse_limit_option(value: str | None, flag: str = "--limit") -> int | Litera
     except ValueError:
         raise ConfigError(f"{flag} must be {LIMIT_VALUES} (got {value!r})",
                           hint=f"e.g. {flag} 100, or {flag} {WHOLE_TASK}") from None
-
-
-@contextmanager
-def worker_progress(label: str, total: int) -> Iterator[Any]:
-    """A progress bar fed by a worker's JSON events ({"event": "start"|"end", "variant": ...})."""
-    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task(label, total=total)
-
-        def on_event(ev: dict) -> None:
-            kind = ev.get("event")
-            if kind == "start":
-                progress.update(task, description=f"{label}: {ev.get('variant')}")
-            elif kind == "end":
-                progress.advance(task)
-                status = ev.get("status")
-                secs = ev.get("seconds")
-                console.log(f"{ev.get('variant')}: {status}" + (f" in {secs:.1f}s" if isinstance(secs, (int, float)) else ""))
-            elif kind == "load":
-                progress.update(task, description=f"{label}: loading the base model")
-            elif kind == "note":
-                console.log(str(ev.get("message", "")))
-
-        yield on_event

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
-from bot.cli._common import console, out, parse_limit_option, settings_from_cli, worker_progress
+from bot.cli._common import parse_limit_option, settings_from_cli
+from bot.cli._output import out, print_table, say, write
+from bot.cli._progress import PipelineDisplay
 from bot.config import LIMIT_VALUES
 from bot.errors import StageError
 
@@ -51,21 +52,19 @@ def publish(
         from bot.stages.demo import DEMO_PROFILE, bundled_model, demo_profile
 
         settings = settings_from_cli(watchlist, profile=(DEMO_PROFILE, demo_profile()), **cli)
-        console.log("no model given: using the bundled SmolLM2-135M-Instruct (CPU-sized settings)")
+        say("no model given: using the bundled SmolLM2-135M-Instruct (CPU-sized settings)")
         model = str(bundled_model(settings))
     else:  # the watchlist's entry for MODEL (if any) is the profile layer
         settings = settings_from_cli(watchlist, model=model, **cli)
     chosen = list(recipe or []) + [r.strip() for r in (recipes or "").split(",") if r.strip()]
-    with worker_progress("quantize", len(chosen) or 6) as on_q:
+    with PipelineDisplay() as display:
         result = publish_model(model, revision, chosen or None, settings, force=force, dry_run=dry_run,
-                               on_event=lambda stage, data: console.log(f"{stage}: {data}"), quantize_events=on_q)
-    table = Table(title=f"{result.model_id}@{result.revision[:12]}" + (" (dry run)" if dry_run else ""))
-    for col in ("variant", "state", "repo", "commit", "note"):
-        table.add_column(col)
-    for v in result.variants:
-        note = v.reason[:90] if v.reason else ("no change: nothing committed" if v.changed is False else "")
-        table.add_row(v.variant, v.state, v.repo_id or "-", (v.commit or "-")[:12], note)
-    out.print(table)
+                               on_event=display.on_stage, quantize_events=display.on_quantize,
+                               validate_events=display.on_validate)
+    rows = [(v.variant, v.state, v.repo_id or "-", (v.commit or "-")[:12],
+             v.reason or ("no change: nothing committed" if v.changed is False else "")) for v in result.variants]
+    print_table(f"{result.model_id}@{result.revision[:12]}" + (" (dry run)" if dry_run else ""),
+                ("variant", "state", "repo", "commit", "note"), rows)
     if dry_run:
         from bot.rundir import RunDir
 
@@ -73,10 +72,9 @@ def publish(
         for v in result.variants:
             readme = rundir.card_dir(v.variant) / "README.md"
             if v.state == "planned" and readme.is_file():
-                out.rule(f"card for {v.repo_id} (not uploaded)")
-                out.print(readme.read_text(encoding="utf-8"), markup=False, highlight=False)
+                write(out, f"\n--- card for {v.repo_id} (not uploaded) ---\n{readme.read_text(encoding='utf-8')}\n")
     if settings.resolved_hub_target == "local" and not dry_run:
-        console.log(f"local Hub target: {settings.local_hub_root() / 'index.html'}")
+        say(f"local Hub target: {settings.local_hub_root() / 'index.html'}")
     if not result.published and not dry_run:
         why = "; ".join(f"{v.variant} {v.state}" + (f": {v.reason.splitlines()[0][:160]}" if v.reason else "")
                         for v in result.variants)

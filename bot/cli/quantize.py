@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
-from bot.cli._common import console, out, settings_from_cli, worker_progress
+from bot.cli._common import settings_from_cli
+from bot.cli._output import print_table, say
+from bot.cli._progress import QuantizeDisplay
 from bot.errors import StageError
 from bot.manifest import Status
 from bot.recipes import load_recipes
@@ -44,20 +45,19 @@ def quantize(
     )
     chosen = load_recipes(settings.recipes_file).select(recipe or settings.recipes)
     rundir, base = resolve_model(model, revision, settings, run_dir=out_dir)
-    console.log(f"{base.base.model_id}@{base.base.revision[:12]} ({base.base.architecture}, "
+    say(f"{base.base.model_id}@{base.base.revision[:12]} ({base.base.architecture}, "
                 f"{(base.base.num_params or 0) / 1e6:.0f}M params) -> {rundir.root}")
-    with rundir.lock(settings.lock_ttl_s, owner="quantize"), worker_progress("quantize", len(chosen)) as on_event:
+    with rundir.lock(settings.lock_ttl_s, owner="quantize"), QuantizeDisplay(len(chosen)) as on_event:
         outcomes = quantize_run(rundir, base, chosen, settings, force=force, on_event=on_event)
-    table = Table(title=f"Quantized variants of {base.base.model_id}")
-    for col in ("variant", "status", "time (s)", "size (MB)", "note"):
-        table.add_column(col)
+    rows = []
     for o in outcomes:
         m = rundir.read_variant(o.variant)
         q = m.quantize if m else None
-        note = "already complete" if o.skipped else (o.error or "")[:80]
-        table.add_row(o.variant, o.status.value, f"{q.wall_time_s:.1f}" if q and q.wall_time_s else "-",
-                      f"{q.size_bytes / 1e6:.1f}" if q and q.size_bytes else "-", note)
-    out.print(table)
+        note = "already complete" if o.skipped else (o.error or "").strip().splitlines()[0] if o.error else ""
+        rows.append((o.variant, o.status.value, f"{q.wall_time_s:.1f}" if q and q.wall_time_s else "-",
+                     f"{q.size_bytes / 1e6:.1f}" if q and q.size_bytes else "-", note))
+    print_table(f"Quantized variants of {base.base.model_id}", ("variant", "status", "time (s)", "size (MB)", "note"),
+                rows)
     failed = [o.variant for o in outcomes if o.status == Status.failed]
     if failed:
         raise StageError("quantize", f"{len(failed)} variant(s) failed: {', '.join(failed)}",

@@ -7,9 +7,8 @@ from typing import Optional
 
 import typer
 import yaml
-from rich.table import Table
 
-from bot.cli._common import out
+from bot.cli._output import out, print_table, write
 from bot.recipes import load_recipes
 
 
@@ -20,16 +19,16 @@ def recipes(
     """List the quantization recipes."""
     book = load_recipes(recipes_file)
     if show:
-        out.print(yaml.safe_dump(book.get(show).model_dump(mode="json"), sort_keys=False), markup=False)
+        # exactly the YAML (never wrapped), so it can be pasted into an overrides file
+        write(out, yaml.safe_dump(book.get(show).model_dump(mode="json"), sort_keys=False, width=float("inf")))
         return
-    table = Table(title="Recipes")
-    for col in ("id", "repo suffix", "scheme", "algorithm", "group", "calibration", "vLLM native from", "gate"):
-        table.add_column(col)
+    rows = []
     for r in book:
         cal = f"{r.calibration.samples} x {r.calibration.seq_len}" if r.calibration else "none (data-free)"
-        table.add_row(r.id, r.suffix, r.scheme, r.algorithm, str(r.group_size or "channel"), cal,
-                      f"sm{r.hardware.native_min_capability.replace('.', '')}", f">= {r.gate.min_mean_recovery:g}%")
-    out.print(table)
+        rows.append((r.id, r.suffix, r.scheme, r.algorithm, str(r.group_size or "channel"), cal,
+                     f"sm{r.hardware.native_min_capability.replace('.', '')}", f">= {r.gate.min_mean_recovery:g}%"))
+    print_table("Recipes", ("id", "repo suffix", "scheme", "algorithm", "group", "calibration", "vLLM native from",
+                            "gate"), rows)
 
 
 def register(app: typer.Typer) -> None:

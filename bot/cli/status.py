@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
+from bot.cli._output import out, print_table, write
 from bot.config import Settings, load_settings
 from bot.ledger import LEDGER_FILE, Ledger
 from bot.rundir import RunDir
@@ -88,16 +86,11 @@ def status(
         index = page_render.write_site(page_model.collect_site(settings), settings, html)
         Console().print(f"status site written: {escape(str(index))}")
     rows = collect_status(settings, model)
-    console = Console()
     if not rows:
-        console.print(f"nothing recorded yet under {settings.runs_dir}" + (f" for {model}" if model else ""))
+        write(out, f"nothing recorded yet under {settings.runs_dir}" + (f" for {model}" if model else "") + "\n")
         return
-    table = Table(title=f"status ({settings.runs_dir})")
-    for name in ("model", "revision", "variant", "ledger", "run dir", "reason"):
-        table.add_column(name, overflow="fold")
-    for row in rows:
-        table.add_row(escape(row.model_id), row.revision[:12], escape(row.variant), row.ledger, row.run, escape(row.reason))
-    console.print(table)
+    print_table(f"status ({settings.runs_dir})", ("model", "revision", "variant", "ledger", "run dir", "reason"),
+                [(r.model_id, r.revision[:12], r.variant, r.ledger, r.run, r.reason) for r in rows])
 
 
 def register(app: typer.Typer) -> None:

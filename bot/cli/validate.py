@@ -4,14 +4,14 @@ them and apply the quality gate; the facts go into the run directory's manifests
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 from rich import box
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from bot.cli._common import console, out, parse_limit_option, settings_from_cli
+from bot.cli._common import parse_limit_option, settings_from_cli
+from bot.cli._output import out, print_table, write
+from bot.cli._progress import ValidateDisplay
 from bot.config import LIMIT_VALUES, Settings
 from bot.errors import ConfigError, ModelError, StageError
 from bot.manifest import Status, VariantValidateRecord
@@ -46,13 +46,15 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
-def _summary(rundir: RunDir, records: list[tuple[str, VariantValidateRecord]]) -> tuple[Table, list[str]]:
-    """The table, and one line per variant that was rejected, failed or skipped (the reasons are long)."""
+COLUMNS = ("variant", "state", "gen ok", "recovery", "bs1", "batched", "size", "hw")
+
+
+def _summary(rundir: RunDir, records: list[tuple[str, VariantValidateRecord]]) -> tuple[str, list[tuple], list[str]]:
+    """The table's title and rows, and one line per variant that was rejected, failed or skipped (the reasons are
+    long)."""
     labels = sorted({rec.speed.label for _n, rec in records if rec.speed is not None})
     title = f"Validation of {rundir.run_id}" + (f" (speed: {', '.join(labels)})" if labels else "")
-    table = Table(title=title, box=box.SIMPLE_HEAD)
-    for col in ("variant", "state", "gen ok", "recovery", "bs1", "batched", "size", "hw"):
-        table.add_column(col, no_wrap=col in ("variant", "state"))
+    rows: list[tuple] = []
     notes: list[str] = []
     for name, rec in records:
         manifest = rundir.read_variant(name)
@@ -61,14 +63,14 @@ def _summary(rundir: RunDir, records: list[tuple[str, VariantValidateRecord]]) -
         gens = f"{sum(g.ok for g in rec.generations)}/{len(rec.generations)}" if rec.generations else "-"
         verdict = getattr(rec, "hardware_verdict", None)
         hw = verdict.status.replace("not-checked", "-") if verdict is not None else "-"
-        table.add_row(name, state, gens, recovery_text(comp),
-                      _ratio(comp.speedup_batch1 if comp else None), _ratio(comp.speedup_batched if comp else None),
-                      _ratio(comp.size_ratio if comp else None), hw)
+        rows.append((name, state, gens, recovery_text(comp),
+                     _ratio(comp.speedup_batch1 if comp else None), _ratio(comp.speedup_batched if comp else None),
+                     _ratio(comp.size_ratio if comp else None), hw))
         if gate is not None and not gate.passed:
             notes.append(f"{name}: {gate.outcome.value} (gate {gate.threshold:.1f}%): {'; '.join(gate.reasons)}")
         elif rec.status in (Status.failed, Status.skipped) and rec.error:
             notes.append(f"{name}: {rec.status.value}: {rec.error.splitlines()[0]}")
-    return table, notes
+    return title, rows, notes
 
 
 def validate(
@@ -91,36 +93,14 @@ def validate(
     if not (rundir.base_dir / "manifest.json").is_file():
         raise ModelError(f"{run_dir} is not a run directory (no base/manifest.json)",
                          hint="pass a directory made by `bot quantize`, e.g. runs/<org>--<name>@<sha>")
-    records: list[VariantValidateRecord] = []
-    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        bar = progress.add_task("validate: checking the serve environment", total=None)
-
-        def on_event(event: str, data: dict[str, Any]) -> None:
-            model = data.get("model", "")
-            if event == "plan":
-                progress.update(bar, total=len(data["models"]), description=f"validate ({data['backend']}, {data['device']})")
-                tasks = ", ".join(data["tasks"]) or "none (accuracy not measured)"
-                console.log(f"backend {data['backend']} on {data['device']}; tasks {tasks}, limit {data['limit']}")
-            elif event == "phase":
-                progress.update(bar, description=f"{model}: {data['phase']}")
-            elif event == "skip":
-                progress.advance(bar)
-                console.log(f"{model}: skipped ({data['reason']})")
-            elif event == "model-end":
-                progress.advance(bar)
-                console.log(f"{model}: {data['state']}")
-            elif event == "recompared":
-                console.log(f"{model}: ratios and gate taken again against the base measured {data['base_validated_at']}")
-
-        with rundir.lock(settings.lock_ttl_s, owner="validate"):
-            records = validate_run(rundir, settings, variant or None, force, on_event=on_event)
+    with ValidateDisplay() as on_event, rundir.lock(settings.lock_ttl_s, owner="validate"):
+        records = validate_run(rundir, settings, variant or None, force, on_event=on_event)
     names = variant or rundir.variants()
     pairs = list(zip(list(dict.fromkeys(names)), records))
-    table, notes = _summary(rundir, pairs)
-    out.print(table)
-    for note in notes:
-        out.print(note, markup=False, highlight=False)
+    title, rows, notes = _summary(rundir, pairs)
+    print_table(title, COLUMNS, rows, box=box.SIMPLE_HEAD)
+    if notes:
+        write(out, "".join(f"{note}\n" for note in notes))
     failed = [name for name, rec in pairs if rec.status == Status.failed]
     if failed:
         raise StageError("validate", f"{len(failed)} variant(s) failed: {', '.join(failed)}",

@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from bot.cli._common import parse_limit_option
+from bot.cli._output import print_table, write
 from bot.config import LIMIT_VALUES, WHOLE_TASK
 from bot.errors import ConfigError
 from bot.stages.watch.cycle import watch_cycle
@@ -28,25 +28,16 @@ def _params(params_b: float | None) -> str:
 
 def render(result: WatchResult, console: Console) -> None:
     """The plan as a table, then what was done."""
-    table = Table(title="watch plan", show_lines=False)
-    for name in ("model", "revision", "decision", "recipes", "params", "reason"):
-        table.add_column(name, overflow="fold")
-    for cand in result.plan.candidates:
-        style = _STYLE.get(cand.decision, "")
-        table.add_row(
-            escape(cand.model_id),
-            (cand.revision or "")[:12],
-            f"[{style}]{cand.decision}[/]" if style else cand.decision,
-            ",".join(cand.recipes) if cand.queued else "",
-            _params(cand.params_b),
-            escape(cand.reason),
-        )
-    console.print(table)
+    rows = [(cand.model_id, (cand.revision or "")[:12], Text(cand.decision, style=_STYLE.get(cand.decision, "")),
+             ",".join(cand.recipes) if cand.queued else "", _params(cand.params_b), cand.reason)
+            for cand in result.plan.candidates]
+    print_table("watch plan", ("model", "revision", "decision", "recipes", "params", "reason"), rows, target=console)
     queued, skipped = len(result.plan.queued), len(result.plan.skipped)
-    console.print(f"{queued} to publish, {skipped} skipped")
+    lines = [f"{queued} to publish, {skipped} skipped"]
     for action in result.actions:
         line = f"{action.kind}: {action.model_id}@{(action.revision or '')[:12]}"
-        console.print(line + (f" ({action.detail})" if action.detail else ""), markup=False)
+        lines.append(line + (f" ({action.detail})" if action.detail else ""))
+    write(console, "".join(f"{line}\n" for line in lines))
 
 
 def watch(

@@ -62,6 +62,7 @@ def publish_model(
     dry_run: bool = False,
     on_event: Event | None = None,
     quantize_events: Callable[[dict], None] | None = None,
+    validate_events: Event | None = None,
 ) -> PipelineResult:
     """Run every stage for `model` and publish the variants that pass the gate (all of them with `force`)."""
     from bot.clients.hub import open_target
@@ -88,7 +89,7 @@ def publish_model(
             done = [v for v in ids if _quantized(rundir, v)]
             if done:
                 emit("stage", {"stage": "validate"})
-                validate_run(rundir, settings, variants=done)
+                validate_run(rundir, settings, variants=done, on_event=validate_events)
             _sync(ledger, rundir, model_id, sha, ids, dry_run)
             emit("stage", {"stage": "card"})
             # every repo id and which variants this run publishes are decided first: the cards link to exactly those

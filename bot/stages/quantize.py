@@ -90,10 +90,14 @@ def quantize_run(
     config = json.loads((Path(base.base.path) / "config.json").read_text(encoding="utf-8"))
     outcomes: dict[str, QuantizeOutcome] = {}
     pending: list[tuple[ResolvedRecipe, VariantManifest]] = []
+    if on_event is not None:
+        on_event({"event": "begin", "variants": [r.id for r in recipes]})
     for recipe in recipes:
         manifest = rundir.read_variant(recipe.id)
         if not force and is_complete(rundir, manifest):
             outcomes[recipe.id] = QuantizeOutcome(recipe.id, Status.done, skipped=True)
+            if on_event is not None:
+                on_event({"event": "skip", "variant": recipe.id, "reason": "already complete"})
             continue
         manifest = VariantManifest(run_id=rundir.run_id, variant=recipe.id)  # a rerun starts the variant afresh
         try:
@@ -103,6 +107,8 @@ def quantize_run(
                                                finished_at=now_iso(), hint="override group_size for this recipe")
             rundir.write_variant(manifest)
             outcomes[recipe.id] = QuantizeOutcome(recipe.id, Status.failed, False, str(exc))
+            if on_event is not None:
+                on_event({"event": "failed", "variant": recipe.id, "error": str(exc)})
             continue
         pending.append((resolved, manifest))
     if pending:
@@ -172,6 +178,8 @@ def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[Resolve
     if note and on_event is not None:
         on_event({"event": "note", "message": note})
     groups = plan_workers(pending, workers)
+    if on_event is not None:  # each recipe's relative cost: the display's time estimates
+        on_event({"event": "plan", "workers": len(groups), "costs": {r.recipe.id: recipe_cost(r) for r, _ in pending}})
     runs: list[WorkerRun | None] = [None] * len(groups)
     lock = threading.Lock()
 

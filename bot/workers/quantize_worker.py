@@ -15,6 +15,7 @@ import copy
 import gc
 import json
 import platform
+import re
 import resource
 import shutil
 import sys
@@ -32,6 +33,31 @@ _VERSIONED = ("torch", "transformers", "llmcompressor", "compressed-tensors", "a
 
 def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
+
+
+_LAYER = re.compile(r"\((\d+)/(\d+)\): Calibrating")
+_current: dict[str, str] = {}  # the variant being quantized, for the layer events
+
+
+def layer_events() -> bool:
+    """An event per decoder layer: llm-compressor's sequential pipeline calibrates one subgraph (a decoder layer)
+    at a time and labels each pass '(i/n): Calibrating'. Without that hook (another llm-compressor) no layer events."""
+    try:
+        from llmcompressor.pipelines.sequential import pipeline as seq
+    except ImportError:
+        return False
+    original = getattr(seq, "_get_batches", None)
+    if original is None:
+        return False
+
+    def batches(activations, num_batches, input_names, desc, *args, **kwargs):
+        match = _LAYER.match(str(desc))
+        if match and _current.get("variant"):
+            emit("layer", variant=_current["variant"], index=int(match[1]), total=int(match[2]))
+        return original(activations, num_batches, input_names, desc, *args, **kwargs)
+
+    seq._get_batches = batches
+    return True
 
 
 def versions() -> dict[str, str]:
@@ -170,6 +196,7 @@ def main(argv: list[str]) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         _cpu_quirks()
+    layer_events()
     common = {"versions": versions(), "hardware": hardware(device)}
     emit("load", model=job["model_path"])
     started = time.perf_counter()
@@ -184,6 +211,7 @@ def main(argv: list[str]) -> int:
     failures = 0
     for variant in job["variants"]:
         emit("start", variant=variant["recipe_id"])
+        _current["variant"] = variant["recipe_id"]
         try:
             result = quantize_one(master, tokenizer, cal, job, variant, device)
             result["timings"]["worker_load_base"] = load_s

@@ -95,7 +95,7 @@ def test_watch_records_then_status_shows_ledger_and_run_dirs(app: typer.Typer, p
         validate=VariantValidateRecord(status=Status.done, gate=GateDecision(passed=False, reasons=["low"]))))
     code, out = run(app, "status", "--model", "org/Model-7B")
     assert code == 0, out
-    rows = {line.split("│")[3].strip(): line for line in out.splitlines() if line.count("│") >= 6}
+    rows = {line.split("|")[3].strip(): line for line in out.splitlines() if line.count("|") >= 6}
     assert "queued" in rows["-"]
     assert "quantized" in rows["w4a16-gptq"]
     assert "rejected" in rows["w8a8-int8"]
