@@ -123,7 +123,7 @@ class Recipe(_Strict):
 # Flat override keys a user may set per recipe, and where each one lands.
 OVERRIDE_KEYS = {
     "group_size", "samples", "seq_len", "pack", "dampening_frac", "block_size", "iters", "lr", "batch_size",
-    "smoothing_strength", "ignore", "min_mean_recovery", "actorder",
+    "smoothing_strength", "ignore", "min_mean_recovery", "max_kl_mean", "min_top1_agreement", "actorder",
 }
 
 
@@ -138,8 +138,8 @@ def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(value, list):
             raise ValueError("'ignore' must be a list of module names or 're:' patterns")
         data["ignore"] = list(dict.fromkeys(["lm_head", *data.get("ignore", []), *value]))
-    elif key == "min_mean_recovery":
-        data.setdefault("gate", {})["min_mean_recovery"] = value
+    elif key in ("min_mean_recovery", "max_kl_mean", "min_top1_agreement"):
+        data.setdefault("gate", {})[key] = value
     else:
         hit = False
         for mod in data["modifiers"]:
