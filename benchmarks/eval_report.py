@@ -87,6 +87,9 @@ def agreement(a: dict, b: dict) -> list[list[str]]:
     rows = []
     for vid in [v for v in a if v in b]:
         x, y = a[vid], b[vid]
+        if x["state"] is None or y["state"] is None:
+            rows.append([vid, f"{x['state'] or '-'} / {y['state'] or '-'}", "not measured in both", "", "", ""])
+            continue
         inside = (isinstance(y["mean_recovery"], (int, float)) and isinstance(x["mean_recovery_ci"], list)
                   and x["mean_recovery_ci"][0] <= y["mean_recovery"] <= x["mean_recovery_ci"][1])
         rows.append([vid, f"{x['state']} / {y['state']}", "yes" if x["state"] == y["state"] else "**no**",

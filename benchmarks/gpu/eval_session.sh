@@ -24,7 +24,7 @@ DEVICE="${DEVICE:-cuda}"
 BACKEND="${BACKEND:-vllm}"
 S_RECIPES="${S_RECIPES:-}"       # default: all six
 S_WORKERS="${S_WORKERS:-3}"
-RUNS="${RUNS:-R1 R2}"
+RUNS="${RUNS-R1 R2}"              # empty: no R runs (only the AutoRound experiments)
 AR_EXPS="${AR_EXPS:-}"           # e.g. "fp32 iters20": benchmarks/gpu/ar-fp32.yaml, ar-iters20.yaml
 TASKS="${TASKS:-bot_mc_facts,bot_wikitext_mini}"
 mkdir -p "$WORK/out" "$WORK/bin" "$FAST/models" "$FAST/runs"
