@@ -62,7 +62,7 @@ def test_variant(quantized_run, variant):
     assert q.status == Status.done, q.error
     assert q.versions["llmcompressor"] == "0.14.0.1" and q.versions["compressed-tensors"] == "0.19.0"
     assert q.hardware.device == "cpu" and q.wall_time_s > 0 and q.size_bytes > 0 and q.peak_rss_bytes > 0
-    assert q.llmcompressor_recipe and q.recipe["id"] == variant
+    assert q.llmcompressor_recipe and q.recipe.id == variant
     assert {"copy", "oneshot", "save", "worker_load_base"} <= set(q.timings), q.timings
     assert q.timings["oneshot"] < q.wall_time_s and all(v >= 0 for v in q.timings.values())
     assert ("calibration_data" in q.timings) == (variant != "fp8-dynamic")
