@@ -20,7 +20,7 @@ import bot.cli.status as status_cli
 import bot.cli.watch as watch_cli
 from bot.cli._errors import run_app
 from bot.config import Settings
-from bot.localhub import LocalHub
+from localhub_support import LocalHub  # bot.localhub with the tests' seeding and request log
 from bot.ledger import Ledger
 from bot.manifest import BaseManifest, BaseModelRecord, GateDecision, QuantizeRecord, Status, VariantManifest, \
     VariantValidateRecord
