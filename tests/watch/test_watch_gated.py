@@ -115,3 +115,61 @@ def test_watchlist_example_gated_entries_against_the_stand_in(app: typer.Typer, 
     assert f"would-queue: google/gemma-3-1b-it@{shas['google/gemma-3-1b-it'][:12]}" in out
     assert "would-queue: meta-llama/Llama-3.2-3B-Instruct" not in out
     assert "https://huggingface.co/meta-llama/Llama-3.2-3B-Instruct" in out
+
+
+# ---------------------------------------------------------------- derivatives follow the base's terms
+
+LLAMA_31_CLAUSE = """b. Redistribution and Use.
+i. If you distribute or make available the Llama Materials (or any derivative works thereof), or a product or
+service (including another AI model) that contains any of them, you shall (A) provide a copy of this Agreement
+with any such Llama Materials; and (B) prominently display \u201cBuilt with Llama\u201d on a related website, user
+interface, blogpost, about page, or product documentation."""
+
+
+def test_attribution_is_read_from_the_licence_text_itself(tmp_path: Path) -> None:
+    from bot.stages.model import attribution_phrases
+
+    (tmp_path / "LICENSE").write_text(LLAMA_31_CLAUSE)
+    (tmp_path / "NOTICE").write_text('Acme 2 is licensed under the Acme Licence. You must prominently\n'
+                                     'display "Powered by  Acme 2" where it is used.\n')
+    (tmp_path / "USE_POLICY.md").write_text("# Acceptable use\nDo not display harmful content.\n")
+    (tmp_path / "APACHE").write_text("Apache License 2.0: no attribution phrase to display here.\n")
+    assert attribution_phrases(tmp_path, ["LICENSE", "NOTICE", "USE_POLICY.md"]) == [
+        "Built with Llama", "Powered by Acme 2"]
+    assert attribution_phrases(tmp_path, ["APACHE", "USE_POLICY.md"]) == []
+
+
+@pytest.mark.parametrize(("setting", "base_gated", "expected"), [
+    ("inherit", True, True), ("inherit", False, False), ("true", False, True), ("false", True, False)])
+def test_gated_setting(setting: str, base_gated: bool, expected: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.config import SettingsLayers
+
+    monkeypatch.setenv("BOT_GATED", setting)
+    settings = SettingsLayers(environ=dict(os.environ)).merge()
+    assert settings.repo_gated(base_gated) is expected
+
+
+def test_our_repo_is_gated_on_creation_and_the_card_says_so(hub: LocalHub, tmp_path: Path) -> None:
+    from huggingface_hub import HfApi
+
+    from bot.clients.hub import HubClient, RetryPolicy
+    from bot.manifest import BaseModelRecord
+    from bot.stages.card.view_parts import license_lines
+
+    client = HubClient(hub.url, TOKEN, RetryPolicy(attempts=1), cache_dir=tmp_path / "cache")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text("{}")
+    client.publish_folder("reader/Open-1B-W4A16", tmp_path / "out", "upload", gated=True)
+    client.publish_folder("reader/Free-1B-W4A16", tmp_path / "out", "upload")
+    api = HfApi(endpoint=hub.url, token=TOKEN)
+    assert api.model_info("reader/Open-1B-W4A16").gated == "auto"
+    assert api.model_info("reader/Free-1B-W4A16").gated is False
+    assert hub.log.count("PUT", r"/api/models/reader/Open-1B-W4A16/settings") == 1
+
+    base = BaseModelRecord(model_id="org/Open-1B", license="llama3.1", gated=True, attribution=["Built with Llama"],
+                           license_files=["LICENSE"])
+    lines = license_lines(base, "https://huggingface.co/org/Open-1B", gated=True)
+    assert any("**Built with Llama**" in line for line in lines)
+    assert any("This repository is gated" in line for line in lines)
+    assert not any("This repository is gated" in line
+                   for line in license_lines(base, None, gated=False))
