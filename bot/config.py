@@ -153,6 +153,8 @@ class Settings(_Strict):
     namespace: str = "bot-local"
     repo_name: str = "{namespace}/{base_name}{suffix}"
     private: bool = False
+    gated: bool | Literal["inherit"] = Field(default="inherit", description="gate our repos on the Hub (access "
+                                             "requests approved automatically); inherit: when the base is gated")
     templates_dir: Path = DEFAULT_TEMPLATES
     trust_remote_code: list[str] = Field(default_factory=list, description="models/authors allowed remote code")
     max_params_b: float | None = Field(default=None, gt=0, description="largest model (billions) the runner takes")
@@ -177,6 +179,10 @@ class Settings(_Strict):
     @property
     def validate(self) -> ValidateSettings:  # noqa: D401 - the settings section, not BaseModel.validate
         return self.validate_
+
+    def repo_gated(self, base_gated: bool) -> bool:
+        """Whether our repo of a base is gated: the `gated` setting, or (inherit) the base's own gate."""
+        return bool(base_gated) if self.gated == "inherit" else bool(self.gated)
 
     @property
     def resolved_hub_target(self) -> Literal["hub", "local"]:

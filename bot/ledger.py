@@ -169,6 +169,11 @@ class Ledger:
             args.append(model_id)
         return [_model_row(r) for r in self._db.execute(sql + " ORDER BY seq DESC", args)]
 
+    def final_skip(self, model_id: str, revision: str) -> ModelRow | None:
+        """The row of a revision skipped for good (not a temporary skip), else None."""
+        row = self.get_model(model_id, revision)
+        return row if row is not None and row.state == "skipped" and not row.retry else None
+
     def to_revisit(self, author: str | None = None) -> list[ModelRow]:
         """The latest row of each model the watcher must look at again: anything but a final skip."""
         seen: set[str] = set()

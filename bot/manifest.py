@@ -68,6 +68,7 @@ class BaseModelRecord(StageRecord):
     license_name: str | None = None
     license_link: str | None = None
     license_files: list[str] = Field(default_factory=list)
+    attribution: list[str] = Field(default_factory=list)  # what the base's licence files say to display
     language: list[str] | None = None
     gated: bool = False
     trust_remote_code: bool = False

@@ -219,9 +219,13 @@ class HubClient:
             return (Path(self.local_root) / "repos" / repo_id).resolve().as_uri()
         return f"{self.endpoint}/{repo_id}"
 
-    def create_repo(self, repo_id: str, private: bool = False) -> str:
+    def create_repo(self, repo_id: str, private: bool = False, gated: bool = False) -> str:
+        """Create (or keep) the repo; `gated`: access requests, approved automatically, as the base's terms ask."""
         self._call("create", lambda: self._api.create_repo(repo_id, private=private, exist_ok=True), repo_id=repo_id,
                    write=True)
+        if gated:
+            self._call("gate", lambda: self._api.update_repo_settings(repo_id, gated="auto"), repo_id=repo_id,
+                       write=True)
         return self.repo_url(repo_id)
 
     def _head(self, repo_id: str) -> str | None:
@@ -236,11 +240,11 @@ class HubClient:
         return diff(repo_id, head, local, self.remote_files(repo_id, head))
 
     def publish_folder(self, repo_id: str, folder: Path, message: str, description: str = "",
-                       private: bool = False) -> PublishOutcome:
-        return self.publish_files(repo_id, scan_folder(Path(folder)), message, description, private)
+                       private: bool = False, gated: bool = False) -> PublishOutcome:
+        return self.publish_files(repo_id, scan_folder(Path(folder)), message, description, private, gated)
 
     def publish_files(self, repo_id: str, files: Mapping[str, Path], message: str, description: str = "",
-                      private: bool = False) -> PublishOutcome:
+                      private: bool = False, gated: bool = False) -> PublishOutcome:
         """Make the repo hold exactly `files` (repo path -> local file) in one commit, or none if it already does.
 
         A 412 (someone committed meanwhile) re-reads the head and tries once more; a commit whose answer was lost
@@ -249,7 +253,7 @@ class HubClient:
         local = {p: digest(p, Path(src)) for p, src in sorted(files.items())}
         if not local:
             raise HubError(f"nothing to publish to {repo_id}: no files", repo_id=repo_id, hint="check the folder")
-        url = self.create_repo(repo_id, private=private)
+        url = self.create_repo(repo_id, private=private, gated=gated)
         conflicts, attempt = 0, 0
         pending: PublishPlan | None = None  # a commit that may have landed although its answer was lost
         while True:

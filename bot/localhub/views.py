@@ -89,7 +89,7 @@ def model_json(storage: HubStorage, repo_id: str, sha: str, *, blobs: bool = Fal
         "private": bool(meta.get("private")),
         "gated": meta.get("gated", False),
         "disabled": False,
-        "downloads": 0,
+        "downloads": int(meta.get("downloads", 0)),
         "likes": 0,
         "tags": list(dict.fromkeys(tags)),
         "pipeline_tag": pipeline,

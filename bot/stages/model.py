@@ -19,6 +19,9 @@ from bot.rundir import RunDir
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 LICENSE_FILES = re.compile(r"^(LICEN[CS]E|NOTICE|USE_POLICY|COPYING|ATTRIBUTION)([._-].*)?$", re.IGNORECASE)
+# what a licence tells a redistributor to display, in its own words: 'prominently display "Built with Llama"'
+ATTRIBUTION = re.compile(r"\bdisplay(?:s|ed|ing)?\s+(?:the\s+(?:words?|phrase|text)\s+)?"
+                         r"[\"\u201c\u2018']([^\"\u201d\u2019'\n]{2,80})[\"\u201d\u2019']", re.IGNORECASE)
 OTHER_REPO_TYPES = re.compile(r"^(?:https?://[^/]+/)?(datasets|spaces)/")
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 DOWNLOAD_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.jinja", "*.model", "*.txt",
@@ -119,6 +122,16 @@ def read_front_matter(readme: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def attribution_phrases(path: Path, license_files: list[str]) -> list[str]:
+    """The phrases the base's licence files prescribe to display (e.g. the Llama licences' "Built with Llama"),
+    read from the text itself, in order, without duplicates."""
+    found: list[str] = []
+    for name in license_files:
+        text = (path / name).read_text(encoding="utf-8", errors="replace")
+        found += [" ".join(m.group(1).split()) for m in ATTRIBUTION.finditer(" ".join(text.split()))]
+    return list(dict.fromkeys(found))
+
+
 def describe(path: Path, model_id: str, revision: str, source: str, settings: Settings) -> BaseModelRecord:
     files = [p.name for p in path.iterdir() if p.is_file()]
     check_files(files, model_id)
@@ -134,12 +147,13 @@ def describe(path: Path, model_id: str, revision: str, source: str, settings: Se
     has_template = (path / "chat_template.jinja").is_file() or (
         tok_cfg.is_file() and "chat_template" in json.loads(tok_cfg.read_text(encoding="utf-8")))
     lang = card.get("language")
+    license_files = sorted(f for f in files if LICENSE_FILES.match(f))
     return BaseModelRecord(
         status=Status.done, finished_at=now_iso(), source=source, model_id=model_id, revision=revision,
         path=str(path.resolve()), architecture=arch, model_type=config.get("model_type", ""), num_params=params,
         dtype=str(config.get("dtype") or config.get("torch_dtype") or ""), license=license_id,
         license_name=card.get("license_name"), license_link=card.get("license_link"),
-        license_files=sorted(f for f in files if LICENSE_FILES.match(f)),
+        license_files=license_files, attribution=attribution_phrases(path, license_files),
         language=[lang] if isinstance(lang, str) else lang, trust_remote_code=bool(config.get("auto_map")),
         size_bytes=sum(w.stat().st_size for w in weights), has_chat_template=has_template,
     )

@@ -234,7 +234,8 @@ def publish_variant(rundir: RunDir, variant: str, settings: "Settings", client: 
     manifest.target = manifest.target or up.target
     rundir.write_variant(manifest)
     try:
-        outcome = client.publish_files(up.repo_id, up.files, up.message, up.description, private=settings.private)
+        outcome = client.publish_files(up.repo_id, up.files, up.message, up.description, private=settings.private,
+                                      gated=settings.repo_gated(rundir.read_base().base.gated))
     except BotError as exc:
         _fail(rundir, manifest, redact(exc.message), exc.hint)
         raise

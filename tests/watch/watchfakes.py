@@ -77,6 +77,10 @@ class FakeHub:
         self.calls["card"] += 1
         return self.cards.get(repo_id)
 
+    def can_read(self, repo_id: str, revision: str | None = None) -> bool:
+        self.calls["access"] += 1
+        return not self.models[repo_id].get("gated")
+
 
 class FakeDispatcher:
     def __init__(self) -> None:

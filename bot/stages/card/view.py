@@ -120,7 +120,7 @@ def build_variant_card(run: RunData, variant: str, scrub: Scrubber, chart: str |
         speed_settings=speed_settings(vv),
         versions=version_rows(vm.quantize.versions, vv.versions if vv else {}),
         validated_on=validated or not_measured(scrub(state_reason(vv) or "no validation date recorded")),
-        license=license_lines(b, run.base_url()),
+        license=license_lines(b, run.base_url(), run.settings.repo_gated(b.gated)),
         provenance=_provenance(run, variant),
     )
 

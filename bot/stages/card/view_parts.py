@@ -119,7 +119,7 @@ def version_rows(quantize: dict[str, str], validate: dict[str, str]) -> list[Ver
     return rows or [VersionRow("not recorded", "not recorded", "—")]
 
 
-def license_lines(b: BaseModelRecord, base_url: str | None) -> list[str]:
+def license_lines(b: BaseModelRecord, base_url: str | None, gated: bool = False) -> list[str]:
     base = f"[{b.model_id}]({base_url})" if base_url else code(b.model_id)
     author = b.model_id.split("/", 1)[0] if "/" in b.model_id and b.source == "hub" else None
     lines = []
@@ -135,6 +135,11 @@ def license_lines(b: BaseModelRecord, base_url: str | None) -> list[str]:
         lines.append("The base's licence files are included unchanged: " + ", ".join(code(f) for f in b.license_files) + ".")
     if b.gated:
         lines.append("The base model is gated on the Hub: its access conditions apply to this derivative too.")
+    if gated:
+        lines.append("This repository is gated on the Hub as well: request access on its page (granted "
+                     "automatically) and accept the base's terms.")
+    for phrase in b.attribution:
+        lines.append(f"As the base's licence asks, this derivative displays: **{phrase}**.")
     credit = f" (**{author}**)" if author else ""
     lines.append(f"All credit for the model goes to its authors{credit}. Quantization changes the numeric format of "
                  "the weights only; it adds no training and no new data beyond the calibration set listed above.")

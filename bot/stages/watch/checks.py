@@ -1,6 +1,8 @@
 """Per-model checks of the watcher, on a huggingface_hub `ModelInfo`. Each returns a skip reason or None.
 
-Pure functions: no network. `check_model` runs them in order and returns the first reason found.
+Pure functions: no network. `check_model` runs them in order and returns the first reason found. The one
+question the Hub must answer for a gated repo (can this token read it?) comes in as a callable, asked only
+when the checks before it pass.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from huggingface_hub import ModelInfo
 
@@ -100,10 +102,26 @@ def check_causal_lm(info: ModelInfo) -> str | None:
     return f"not a causal LM (architectures: {', '.join(archs) or 'none'}; pipeline_tag: {info.pipeline_tag})"
 
 
-def check_gated(info: ModelInfo) -> str | None:
-    if info.gated:
-        return f"gated ({info.gated}): its licence must be accepted on the Hub before the bot can download it"
-    return None
+GATED_PREFIX = "gated ("  # how every skip for a gated repo the token cannot read begins (the ledger reuses it)
+LICENCE_PAGE = "https://huggingface.co"  # where a person accepts a gated repo's licence
+
+
+def licence_link(repo_id: str) -> str:
+    return f"{LICENCE_PAGE}/{repo_id}"
+
+
+def check_gated(info: ModelInfo, can_read: Callable[[], bool] | None = None) -> str | None:
+    """A gated repo passes when this token can read it (`can_read`: one request, asked only for a gated repo)."""
+    if not info.gated:
+        return None
+    if can_read is not None and can_read():
+        return None
+    return (f"{GATED_PREFIX}{info.gated}) and this token cannot read it: accept its licence at "
+            f"{licence_link(info.id)} with the account that owns the token")
+
+
+def is_gated_skip(reason: str | None) -> bool:
+    return bool(reason) and str(reason).startswith(GATED_PREFIX)
 
 
 def check_remote_code(info: ModelInfo, entry: WatchEntry, settings: Settings) -> str | None:
@@ -181,17 +199,20 @@ def check_downloads(info: ModelInfo, entry: WatchEntry) -> str | None:
     return None
 
 
-def check_model(info: ModelInfo, entry: WatchEntry, settings: Settings, now: datetime | None = None) -> CheckResult:
-    """Every check in order: the first failing one decides. Age and downloads are temporary skips."""
+def check_model(info: ModelInfo, entry: WatchEntry, settings: Settings, now: datetime | None = None,
+                can_read: Callable[[], bool] | None = None) -> CheckResult:
+    """Every check in order: the first failing one decides. Age and downloads are temporary skips.
+    `can_read` answers whether this token can read a gated repo; without it a gated repo is skipped."""
     now = now or datetime.now(timezone.utc)
-    for reason in (
-        check_safetensors(info),
-        check_derived(info, settings),
-        check_causal_lm(info),
-        check_gated(info),
-        check_remote_code(info, entry, settings),
-        check_architectures(info, entry),
+    for check in (
+        lambda: check_safetensors(info),
+        lambda: check_derived(info, settings),
+        lambda: check_causal_lm(info),
+        lambda: check_gated(info, can_read),
+        lambda: check_remote_code(info, entry, settings),
+        lambda: check_architectures(info, entry),
     ):
+        reason = check()
         if reason:
             return CheckResult(reason)
     reason, params_b = check_size(info, entry, settings)

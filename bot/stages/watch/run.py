@@ -27,7 +27,7 @@ from bot.errors import BotError, ConfigError, HubAuthError, HubError, ModelError
 from bot.ledger import AuthorCursor, Ledger, sync_from_run
 from bot.recipes import load_recipes
 from bot.rundir import RunDir
-from bot.stages.watch.checks import check_model
+from bot.stages.watch.checks import check_model, is_gated_skip
 from bot.watchlist import WatchEntry, Watchlist, entry_layers, group_fingerprint, recipes_for
 
 Decision = Literal["new", "new-revision", "skip"]
@@ -49,6 +49,8 @@ class WatchHub(Protocol):
     def model_info(self, repo_id: str, revision: str | None = None) -> ModelInfo: ...
 
     def repo_card_data(self, repo_id: str) -> dict[str, Any] | None: ...
+
+    def can_read(self, repo_id: str, revision: str | None = None) -> bool: ...
 
 
 class Dispatcher(Protocol):
@@ -197,11 +199,14 @@ class _Planner:
         if not sha:
             return Candidate(model_id, None, "skip", "the Hub gave no revision", retry=True, ledger_state="skipped",
                              entry=entry, settings=settings)
-        check = check_model(info, entry, settings, self.now)
-        if check.reason:
-            return Candidate(model_id, sha, "skip", check.reason, params_b=check.params_b, retry=check.retry,
-                             ledger_state="skipped", entry=entry, settings=settings)
+        recorded = self.ledger.final_skip(model_id, sha)
+        if info.gated and recorded is not None and is_gated_skip(recorded.reason):  # access is not asked again
+            return Candidate(model_id, sha, "skip", recorded.reason, entry=entry, settings=settings)
         try:
+            check = check_model(info, entry, settings, self.now, lambda: self.client.can_read(model_id, sha))
+            if check.reason:
+                return Candidate(model_id, sha, "skip", check.reason, params_b=check.params_b, retry=check.retry,
+                                 ledger_state="skipped", entry=entry, settings=settings)
             return self._publish_state(model_id, sha, recipes, settings, entry, check.params_b)
         except HubAuthError:
             raise
