@@ -182,7 +182,8 @@ class TaskScore(_Rec):
     metric: str
     value: float
     stderr: float | None = None
-    samples: int | None = None
+    samples: int | None = None  # documents evaluated
+    documents: int | None = None  # documents in the task (more than `samples` under a limit)
     higher_is_better: bool | None = None  # None: inferred from the metric name (perplexities are lower-is-better)
 
 

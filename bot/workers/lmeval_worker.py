@@ -221,13 +221,14 @@ def pick_metric(task: str, metrics: dict[str, Any]) -> str | None:
     return keys[0] if keys else None
 
 
-def _samples(task: str, res: dict[str, Any]) -> int | None:
+def _samples(task: str, res: dict[str, Any], key: str = "effective") -> int | None:
+    """Documents evaluated (`effective`) or in the task (`original`), summed over a group's subtasks."""
     n = res.get("n-samples", {}).get(task)
-    if isinstance(n, dict) and isinstance(n.get("effective"), int):
-        return n["effective"]
+    if isinstance(n, dict) and isinstance(n.get(key), int):
+        return n[key]
     subtasks = res.get("group_subtasks", {}).get(task)
     if subtasks:
-        counts = [_samples(t, res) for t in subtasks]
+        counts = [_samples(t, res, key) for t in subtasks]
         return sum(c for c in counts if c) or None
     return None
 
@@ -249,7 +250,7 @@ def parse_results(res: dict[str, Any], tasks: list[str]) -> list[dict[str, Any]]
         out.append({
             "task": task, "metric": name if filt == "none" else key, "value": value,
             "stderr": stderr if stderr is not None and math.isfinite(stderr) else None,
-            "samples": _samples(task, res),
+            "samples": _samples(task, res), "documents": _samples(task, res, "original"),
             "higher_is_better": bool(hib) if hib is not None else name not in LOWER_IS_BETTER,
             "metrics": {k: v for k, v in metrics.items() if _num(v) is not None},
         })

@@ -217,3 +217,31 @@ def test_force_one_variant_keeps_the_others_consistent(tiny_validated, tmp_path,
 
     assert run_cli(["validate", str(rundir.root), "--limit", "20"]) == 0  # nothing stale: nothing redone
     assert "taken again" not in capsys.readouterr().err
+
+
+def test_an_undecided_variant_gets_more_samples_then_a_stated_decision(tiny_quantized, tmp_path):
+    """A threshold inside the CI at 4 documents per task (GPTQ keeps about 100.6% of the tiny base's perplexity,
+    with a CI reaching down to 100%): the gate asks for more documents (base and variant at twice the limit,
+    up to the whole 8-document task), records each round, and ends with a decision and its reason. A second
+    call judges again from the stored records: the same decision and the same numbers."""
+    rundir = copy_run(tiny_quantized, tmp_path)
+    args = ["validate", str(rundir.root), "-v", "w4a16-gptq", "--tasks", "bot_wikitext_mini", "--limit", "4"]
+    env = {"BOT_GATE__MIN_RECOVERY": '{"w4a16-gptq": 100.5}', "BOT_GATE__REQUIRE_GENERATION": "false"}
+    assert run_cli(args, env) == 0
+    rec = rundir.read_variant("w4a16-gptq").validate_
+    base = rundir.read_base().validate_
+    gate, acc = rec.gate, rec.accuracy
+    assert gate.rounds == acc.rounds >= 2  # undecided at 4 documents: at least one more round
+    assert acc.limit == 4 * 2 ** (acc.rounds - 1) and base.accuracy.limit >= acc.limit
+    (task,) = rec.comparison.tasks
+    assert task.docs == min(8, acc.limit)  # paired over the documents of the last round
+    assert acc.limit <= 8  # never a round past the whole task
+    lo, hi = rec.comparison.mean_recovery_ci
+    expected = GateState.passed if lo >= 100.5 else GateState.rejected if hi < 100.5 else GateState.inconclusive
+    assert gate.state == expected
+    if gate.state == GateState.inconclusive:  # out of rounds: the decision says why
+        assert f"after {acc.rounds} round(s) at the whole task" in gate.reasons[0]
+    assert rec.fidelity.tokens == 4096 and rec.fidelity.nonfinite == 0
+    assert run_cli(args, env) == 0
+    again = rundir.read_variant("w4a16-gptq").validate_
+    assert again.gate == gate and again.comparison == rec.comparison and again.fidelity == rec.fidelity

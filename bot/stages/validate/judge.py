@@ -26,11 +26,12 @@ def read_samples(folder: Path, acc: AccuracyRecord | None) -> dict[str, Any] | N
 
 def more_documents(base: ValidateRecord, limit: int | None) -> bool:
     """Whether a larger limit than `limit` would evaluate documents not evaluated yet: some task of the base
-    filled the limit (a task smaller than the limit has been evaluated whole)."""
+    has documents left (lm-eval reports each task's size; without it, a task that filled the limit may)."""
     acc = base.accuracy
     if limit is None or acc is None or not acc.tasks:
         return False
-    return any(t.samples is None or t.samples >= limit for t in acc.tasks)
+    return any(t.samples is None or (t.documents > t.samples if t.documents else t.samples >= limit)
+               for t in acc.tasks)
 
 
 def can_grow(rec: VariantValidateRecord, base: ValidateRecord, settings: Settings) -> bool:
