@@ -12,7 +12,7 @@ from bot.stages.validate.measure import HELDOUT_TEXT, ModelValidation, WorkerFai
 
 
 def text_fingerprint(path: Path = HELDOUT_TEXT) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()  # as the worker records it
 
 
 def is_current(fid: FidelityRecord | None, settings: Settings, fingerprint: str) -> bool:
