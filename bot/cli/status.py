@@ -84,7 +84,7 @@ def status(
         from bot.stages.status_page import model as page_model, render as page_render
 
         index = page_render.write_site(page_model.collect_site(settings), settings, html)
-        Console().print(f"status site written: {escape(str(index))}")
+        write(out, f"status site written: {index}")
     rows = collect_status(settings, model)
     if not rows:
         write(out, f"nothing recorded yet under {settings.runs_dir}" + (f" for {model}" if model else "") + "\n")

@@ -69,6 +69,7 @@ def _old_validated(vm: VariantManifest) -> None:
     v.comparison.speed_comparable = False
     v.comparison.speed_incomparable_reason = "base measured with tensor_parallel_size 2, variant with 1"
     v.gate = GateDecision(passed=True, threshold=96.0)  # an older bot: no state, no rule, no CI, no fidelity
+    v.comparison.mean_recovery_ci, v.comparison.tasks, v.fidelity = None, [], None
 
 
 def _inconclusive(vm: VariantManifest) -> None:

@@ -162,7 +162,7 @@ def variant_view(vm: VariantManifest) -> VariantView:
     gate = val.gate if val else None
     state, reason = _state(vm)
     repo, collection = _links(vm)
-    name = str(vm.quantize.recipe.get("name") or vm.variant)
+    name = vm.quantize.recipe.name if vm.quantize.recipe is not None else vm.variant
     return VariantView(
         variant=vm.variant, name=name, state=state, reason=reason, rule=gate.rule if gate else "",
         gate=present.gate_text(gate), recovery=present.recovery_text(comp),
