@@ -1,6 +1,6 @@
 """A synthetic but complete run directory: base + five variants, written with bot.manifest models (no torch).
 
-Numbers are chosen to look like an 8B model on an H100 (see /work/shared/notes/gpu-facts.md):
+Numbers are chosen to look like an 8B model on an H100 (see the GPU notes of the shared workspace):
   w4a16-gptq   passed, every number measured
   w4a16-awq    quantization failed (no checkpoint, nothing measured)
   w8a8-int8    passed, SmoothQuant applied
