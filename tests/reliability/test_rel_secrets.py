@@ -65,7 +65,7 @@ def test_no_token_in_anything_written_or_printed(world, echo_fault, tmp_path, mo
         if key.startswith(("BOT_", "HF_TOKEN", "HF_ENDPOINT", "GITHUB_TOKEN")):
             monkeypatch.setenv(key, value)
     settings = load_settings(cli={"runs_dir": runs, "hub_target": "hub", "namespace": "leaky",
-                                  "recipes_file": RECIPES_FILE, "validate": {"tasks": ["bot_mc_facts"], "limit": 5}})
+                                  "recipes_file": RECIPES_FILE, "validate": {"tasks": ["bot_wikitext_mini"], "limit": 2}})  # FAST_EVAL
     with pytest.raises(BotError) as caught:
         publish_model("acme/tiny-llama", None, [VARIANT], settings)
     exc = caught.value
