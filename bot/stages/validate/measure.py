@@ -244,13 +244,13 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _start(rec: ValidateRecord, plan: Plan) -> None:
+def start_record(rec: ValidateRecord, plan: Plan) -> None:
     rec.status, rec.started_at, rec.finished_at = Status.running, now_iso(), None
     rec.error = rec.hint = None
     rec.backend = plan.backend
 
 
-def _finish(rec: ValidateRecord, error: WorkerFailed | None) -> None:
+def finish_record(rec: ValidateRecord, error: WorkerFailed | None) -> None:
     rec.finished_at = now_iso()
     if error is None:
         rec.status, rec.validated_at = Status.done, rec.finished_at

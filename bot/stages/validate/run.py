@@ -27,7 +27,7 @@ from bot.stages.validate import fidelity as fid
 from bot.stages.validate.compare import hardware_compat
 from bot.stages.validate.judge import can_grow, judge
 from bot.stages.validate.measure import (
-    BASE, ModelValidation, WorkerFailed, _finish, _start, recipe_for, weights_size,
+    BASE, ModelValidation, WorkerFailed, finish_record, start_record, recipe_for, weights_size,
 )
 from bot.stages.validate.plan import Plan, is_current, plan_for, runtime_matches
 
@@ -65,7 +65,7 @@ def _fresh_or_resumed(kind: type, prev: ValidateRecord | None, plan: Plan, force
 def _measure(work: ModelValidation, rec: ValidateRecord, reuse: bool) -> WorkerFailed | None:
     """Mark `rec` running, run the workers, and return what failed (None when all ran). An interrupt leaves the
     record failed with a resume hint, saved, and goes on up."""
-    _start(rec, work.plan)
+    start_record(rec, work.plan)
     work.save()
     work.on_event("model-start", {"model": work.name})
     try:
@@ -73,7 +73,7 @@ def _measure(work: ModelValidation, rec: ValidateRecord, reuse: bool) -> WorkerF
     except WorkerFailed as exc:
         return exc
     except KeyboardInterrupt:
-        _finish(rec, WorkerFailed("interrupted", f"rerun `bot validate {work.rundir.root}` to resume"))
+        finish_record(rec, WorkerFailed("interrupted", f"rerun `bot validate {work.rundir.root}` to resume"))
         work.save()
         raise
     return None
@@ -100,7 +100,7 @@ def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, 
     if error is None and rec.load is not None and not rec.load.ok:
         error = WorkerFailed(f"the base model does not load in {plan.backend}: {rec.load.error}",
                              f"see {rundir.logs_dir / 'validate-base.log'}")
-    _finish(rec, error)
+    finish_record(rec, error)
     save()
     emit("model-end", {"model": BASE, "status": rec.status.value, "state": rec.status.value})
     if error is not None:
@@ -136,7 +136,7 @@ def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: s
     error = _measure(work, rec, reuse)
     recipe = recipe_for(manifest, settings)
     rec.hardware_verdict = hardware_compat(recipe, rec.hardware, rec.load.kernel if rec.load else None)
-    _finish(rec, error)
+    finish_record(rec, error)
     save()
     return _Model(variant, rec, work, manifest, measured=True)
 
