@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 .venv/bin/bot publish "$@"
-echo "open runs/_local_hub/index.html to see the published repos and their cards"
+echo "open runs/_local_hub/index.html (the published repos and their cards) and runs/_site/index.html (the status page)"

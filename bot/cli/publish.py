@@ -14,7 +14,7 @@ from bot.cli._common import parse_limit_option, settings_from_cli
 from bot.cli._output import out, print_table, say, write
 from bot.cli._progress import PipelineDisplay
 from bot.config import LIMIT_VALUES
-from bot.errors import StageError
+from bot.errors import ConfigError, StageError
 
 
 def publish(
@@ -38,6 +38,7 @@ def publish(
     limit: Optional[str] = typer.Option(None, "--limit", metavar="N|all", help=f"lm-eval samples per task: {LIMIT_VALUES}."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Validation backend: auto, vllm or hf."),
     device: Optional[str] = typer.Option(None, "--device", help="Quantize on auto, cpu or cuda."),
+    full: bool = typer.Option(False, "--full", help="The bundled demo with all six recipes (no MODEL only)."),
 ) -> None:
     """Quantize, validate, render cards and publish MODEL's variants."""
     from bot.stages.pipeline import publish_model
@@ -48,12 +49,17 @@ def publish(
         validate__limit=parse_limit_option(limit), validate__backend=backend, device=device, hub_target=target,
         namespace=namespace, private=private, templates_dir=templates,
     )
-    if model is None:  # the demo: its CPU-sized settings are the profile layer (env and flags still win)
+    demo = model is None
+    if demo:  # the demo: its CPU-sized settings are the profile layer (env and flags still win)
         from bot.stages.demo import DEMO_PROFILE, bundled_model, demo_profile
 
-        settings = settings_from_cli(watchlist, profile=(DEMO_PROFILE, demo_profile()), **cli)
-        say("no model given: using the bundled SmolLM2-135M-Instruct (CPU-sized settings)")
+        settings = settings_from_cli(watchlist, profile=(DEMO_PROFILE, demo_profile(full)), **cli)
+        say("no model given: using the bundled SmolLM2-135M-Instruct (CPU-sized settings, "
+            + ("all six recipes)" if full else "the quick demo: two recipes; --full runs all six)"))
         model = str(bundled_model(settings))
+    elif full:
+        raise ConfigError("--full applies to the bundled demo only (bot publish with no MODEL)",
+                          hint="drop --full, or choose recipes with -r")
     else:  # the watchlist's entry for MODEL (if any) is the profile layer
         settings = settings_from_cli(watchlist, model=model, **cli)
     chosen = list(recipe or []) + [r.strip() for r in (recipes or "").split(",") if r.strip()]
@@ -75,6 +81,12 @@ def publish(
                 write(out, f"\n--- card for {v.repo_id} (not uploaded) ---\n{readme.read_text(encoding='utf-8')}\n")
     if settings.resolved_hub_target == "local" and not dry_run:
         say(f"local Hub target: {settings.local_hub_root() / 'index.html'}")
+    if demo and not dry_run:  # the newcomer sees the status page too (`bot status --html DIR` anywhere else)
+        from bot.stages.demo import status_site_dir
+        from bot.stages.status_page import model as page_model, render as page_render
+
+        index = page_render.write_site(page_model.collect_site(settings), settings, status_site_dir(settings))
+        say(f"status page: {index}")
     if not result.published and not dry_run:
         why = "; ".join(f"{v.variant} {v.state}" + (f": {v.reason.splitlines()[0][:160]}" if v.reason else "")
                         for v in result.variants)

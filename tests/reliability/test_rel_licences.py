@@ -8,8 +8,10 @@ import json
 
 import pytest
 import yaml
+from huggingface_hub import HfApi
 
-from relhelpers import BASE_REPO, NAMESPACE, RECIPES, repo_for, run_inproc, safetensors_bytes
+from relhelpers import (BASE_REPO, FAST_EVAL, NAMESPACE, RECIPES, model_files, repo_for, run_inproc,
+                        safetensors_bytes)
 
 LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "bfloat16"}
 LICENCE_FILES = ("LICENSE", "NOTICE", "USE_POLICY.md")
@@ -96,3 +98,37 @@ def test_deny_list_and_size_budget_apply_to_a_base_resolved_by_an_earlier_run(wo
         (line,) = _errors(err)
         assert needle in line
     assert not [r for r in world.hub.storage.list_repos() if r.startswith("late-deny/")]
+
+
+# The clause of the Llama 3.1 licence that asks derivatives for an attribution (read from the file, not assumed).
+LLAMA_31_CLAUSE = (
+    "LLAMA 3.1 COMMUNITY LICENSE AGREEMENT\n\nb. Redistribution and Use.\n"
+    "i. If you distribute or make available the Llama Materials (or any derivative works thereof), or a product\n"
+    "or service (including another AI model) that contains any of them, you shall (A) provide a copy of this\n"
+    "Agreement with any such Llama Materials; and (B) prominently display \u201cBuilt with Llama\u201d on a related\n"
+    "website, user interface, blogpost, about page, or product documentation.\n")
+
+
+def test_readable_gated_base_is_published_gated_on_the_base_terms(world, tiny_llama, tmp_path, monkeypatch, capsys):
+    """`bot publish` of a gated base this token was granted: downloaded, quantized, validated and published like
+    any other, as a gated repo (`gated: inherit`) whose card carries the licence's own attribution phrase."""
+    repo, namespace = "gatedorg/tiny-readable", "gatedpub"
+    files = {**model_files(tiny_llama), "LICENSE": LLAMA_31_CLAUSE, "USE_POLICY.md": "# Llama 3.1 use policy\n"}
+    world.hub.seed_model(repo, files=files, gated="manual", gated_users=[NAMESPACE],
+                         card_data={"license": "llama3.1", "license_name": "llama3.1", "license_link": "LICENSE"})
+    rc, out, err = run_inproc(monkeypatch, capsys, world.env, [
+        "publish", repo, "-r", "fp8-dynamic", *FAST_EVAL, "--runs-dir", str(tmp_path / "runs"), "--target", "hub",
+        "--namespace", namespace])
+    assert rc == 0, err[-3000:]
+    ours = f"{namespace}/tiny-readable-FP8-Dynamic"
+    api = HfApi(endpoint=world.hub.url, token=world.env["HF_TOKEN"])
+    assert api.model_info(ours).gated == "auto"  # gated like its base; access requests approved automatically
+    published = world.hub.files(ours)
+    assert published["LICENSE"] == LLAMA_31_CLAUSE.encode() and "USE_POLICY.md" in published
+    card = published["README.md"].decode()
+    meta = _front_matter(published["README.md"])
+    assert meta["license"] == "llama3.1" and meta["base_model"] == repo
+    assert "**Built with Llama**" in card
+    assert "The base model is gated on the Hub" in card and "This repository is gated on the Hub as well" in card
+    base = json.loads(published["bot_manifest.json"])["base"]["base"]
+    assert base["gated"] is True and base["attribution"] == ["Built with Llama"]

@@ -24,9 +24,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def demo(watchlist: Path | None = None, **cli):
+def demo(watchlist: Path | None = None, full: bool = False, **cli):
     """The settings `bot publish` (no MODEL) merges: the demo profile between the watchlist and the environment."""
-    return settings_from_cli(watchlist, profile=(DEMO_PROFILE, demo_profile()), **cli)
+    return settings_from_cli(watchlist, profile=(DEMO_PROFILE, demo_profile(full)), **cli)
 
 
 def test_the_demo_profile_is_below_env_and_flags_and_above_the_watchlist(clean_env: Path,
@@ -34,13 +34,21 @@ def test_the_demo_profile_is_below_env_and_flags_and_above_the_watchlist(clean_e
     wl = clean_env / "watchlist.yaml"
     wl.write_text("defaults:\n  validate: {limit: 250}\n  calibration: {samples: 512, seed: 7}\nwatch:\n  - author: a\n")
     s = demo(wl)
-    assert (s.validate.limit, s.calibration.samples, s.calibration.seq_len, s.calibration.seed) == (40, 32, 256, 7)
+    assert (s.validate.limit, s.calibration.samples, s.calibration.seq_len, s.calibration.seed) == (40, 16, 256, 7)
+    assert s.recipes == ["fp8-dynamic", "w4a16-gptq"] and s.validate.fidelity.tokens == 2048  # the quick demo
+    full = demo(wl, full=True)
+    assert (full.recipes, full.calibration.samples, full.validate.fidelity.tokens) == (None, 32, 4096)  # all six
     monkeypatch.setenv("BOT_VALIDATE__LIMIT", "100")
     monkeypatch.setenv("BOT_CALIBRATION__SAMPLES", "64")
     s = demo(wl)
     assert (s.validate.limit, s.calibration.samples) == (100, 64)  # the demo ignored these before
     assert demo(wl, validate__limit="all", calibration__samples=16).validate.limit == "all"
-    assert demo(wl, calibration__samples=16).calibration.samples == 16
+    assert demo(wl, calibration__samples=8).calibration.samples == 8
+
+
+def test_full_is_for_the_bundled_demo_only(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["publish", "acme/M", "--full"]) == 2
+    assert "--full applies to the bundled demo only" in _one_error(capsys)
 
 
 def test_the_watch_entry_is_below_env_and_flags(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -256,7 +256,8 @@ def test_worker_result_contract(worker_runs):
     assert res["base"]["nonfinite"] == 0 and res["base"]["ppl"] > 1 and res["base"]["seconds"] > 0
     assert res["hardware"]["device"] == "cpu" and "torch" in res["versions"] and res["wall_time_s"] > 0
     for rec in res["variants"].values():
-        assert set(FidelityRecord.model_fields) == set(rec)
+        # the stage adds what it asked for (`tokens_requested`); the worker reports what it measured
+        assert set(FidelityRecord.model_fields) - {"tokens_requested"} == set(rec)
         assert (rec["vocab"], rec["topk"], rec["backend"], rec["device"], rec["dtype"]) == \
             ("full", None, "hf", "cpu", "float32")
         assert rec["text_fingerprint"] == res["text_fingerprint"] and rec["window"] == 64

@@ -14,8 +14,9 @@ from validate_helpers import corrupt_scales, quantize, run_cli
 pytestmark = pytest.mark.slow
 
 # A gate threshold set through the settings (BOT_GATE__MIN_RECOVERY) wins over the recipe's own (98 for FP8).
-# FP8 measured 99.3% mean recovery here (accuracy 100%, perplexity 98.7%); one flipped answer of 40 costs 2.3.
-THRESHOLD = 95.0
+# FP8 measured 96.7% mean recovery here with a 95% CI of [91.3, 101.4] at 80 questions: 95 cannot be told apart
+# (the gate says inconclusive, as it should), so the threshold sits where the paired tasks can resolve it.
+THRESHOLD = 85.0
 ENV = {
     "BOT_VALIDATE__PROMPTS": '["What is the capital of France?"]',
     "BOT_VALIDATE__MAX_NEW_TOKENS": "12",
@@ -36,9 +37,11 @@ def test_good_variant_accepted(smol_run):
     assert rc == 0
     base = rundir.read_base().validate_
     mc = next(t for t in base.accuracy.tasks if t.task == "bot_mc_facts")
-    assert mc.samples == 40 and mc.value > 0.4  # a real model: well above chance (0.25)
     manifest = rundir.read_variant("fp8-dynamic")
     rec = manifest.validate_
+    # 40 first; an undecided first round doubles the limit (the base is evaluated on the same documents)
+    assert mc.samples == min(40 * 2 ** (rec.gate.rounds - 1), mc.documents) and mc.value > 0.4  # chance: 0.25
+    assert next(t for t in rec.accuracy.tasks if t.task == "bot_mc_facts").samples == mc.samples  # paired
     assert rec.status == Status.done and all(g.ok for g in rec.generations)
     assert "Paris" in rec.generations[0].output
     assert rec.gate.passed and rec.gate.reasons == [] and rec.gate.threshold == THRESHOLD
@@ -57,7 +60,7 @@ def test_broken_variant_rejected(smol_run):
     (gen,) = rec.generations
     assert not gen.ok and "NaN or inf in the logits" in gen.problems
     reasons = " | ".join(rec.gate.reasons)
-    assert "generations unusable" in reasons and "mean recovery" in reasons and "below 95.00%" in reasons
+    assert "generations unusable" in reasons and "mean recovery" in reasons and "below 85.00%" in reasons
     ppl = next(t for t in rec.accuracy.tasks if t.task == "bot_wikitext_mini")
     assert not math.isfinite(ppl.value)  # NaN survives the JSON round trip
     assert rec.comparison.recovery["bot_wikitext_mini"] == 0.0
