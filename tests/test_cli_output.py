@@ -97,6 +97,11 @@ def test_quantize_display_estimates_from_costs_and_layers():
             now[0] = 100.0 + 20.0 * (index - 1)
             display({"event": "layer", "variant": "b", "index": index, "total": 5})
         assert display.left("b") == pytest.approx(40.0 / 2 * 3)
+        for index, at in ((1, 160.0), (2, 170.0)):  # a second pass over the layers (SmoothQuant, then GPTQ)
+            now[0] = at
+            display({"event": "layer", "variant": "b", "index": index, "total": 5})
+        assert display.left("b") == pytest.approx(10.0 / 1 * 4)  # this pass's rate, not the recipe's elapsed time
+        assert "b layer 2/5 (pass 2), 1m10s in, ~40s left" in display.describe()
         now[0] = 200.0
         display({"event": "end", "variant": "b", "status": "done"})
     lines = buf.getvalue().splitlines()
@@ -104,8 +109,9 @@ def test_quantize_display_estimates_from_costs_and_layers():
     assert any(line.endswith("a: done in 1m40s") for line in lines)
     assert any("b: started (expected ~5m00s, ETA " in line for line in lines)
     layer_lines = [line for line in lines if "layer " in line]
-    assert len(layer_lines) == 2 and "b layer 1/5" in layer_lines[0]  # the first at once, then at most every 30 s
+    assert len(layer_lines) == 3 and "b layer 1/5" in layer_lines[0]  # the first at once, then at most every 30 s
     assert "b layer 3/5, 40s in, ~1m00s left" in layer_lines[1]
+    assert "b layer 2/5 (pass 2), 1m10s in, ~40s left" in layer_lines[2]
     assert lines[-1].endswith("b: done in 1m40s (expected ~5m00s)")
     assert not BAR.search(buf.getvalue())
 

@@ -130,12 +130,14 @@ class QuantizeDisplay:
         return self.costs[variant] * seconds / cost
 
     def left(self, variant: str) -> float | None:
+        """Time left in this pass over the layers (a recipe such as SmoothQuant + GPTQ makes two passes: the
+        layers of the pass running give the rate); before any layer, the recipe's expected time."""
         run = self.running[variant]
-        elapsed = self.clock() - run["started"]
+        now = self.clock()
         index, total = run.get("layer"), run.get("layers")
         if index and total and index > 1:
-            return elapsed / (index - 1) * (total - index + 1)
-        return max(0.0, run["expected"] - elapsed) if run["expected"] is not None else None
+            return (now - run["pass_started"]) / (index - 1) * (total - index + 1)
+        return max(0.0, run["expected"] - (now - run["started"])) if run["expected"] is not None else None
 
     @staticmethod
     def _eta(left: float) -> str:
@@ -143,7 +145,8 @@ class QuantizeDisplay:
 
     def _one(self, variant: str) -> str:
         run = self.running[variant]
-        layer = f" layer {run['layer']}/{run['layers']}" if run.get("layer") else ""
+        passes = f" (pass {run['pass']})" if run.get("pass", 1) > 1 else ""
+        layer = f" layer {run['layer']}/{run['layers']}{passes}" if run.get("layer") else ""
         left = self.left(variant)
         tail = f", ~{duration(left)} left, {self._eta(left)}" if left is not None else ""
         return f"{variant}{layer}, {duration(self.clock() - run['started'])} in{tail}"
@@ -185,8 +188,11 @@ class QuantizeDisplay:
             act.status(self.describe())
         elif kind == "layer" and variant in self.running:
             run = self.running[variant]
+            index = int(ev.get("index", 0))
             first = "layer" not in run
-            run.update(layer=int(ev.get("index", 0)), layers=int(ev.get("total", 0)))
+            if first or index <= run["layer"]:  # the first layer event, or a new pass over the layers
+                run.update(pass_started=self.clock(), **{"pass": run.get("pass", 0) + 1})
+            run.update(layer=index, layers=int(ev.get("total", 0)))
             act.status(self.describe(), announce=first)
         elif kind == "end":
             run = self.running.pop(variant, None)
