@@ -144,6 +144,9 @@ class Settings(_Strict):
     recipes_file: Path | None = None
     quantize_workers: int = Field(default=1, ge=1, le=16, description="quantize worker processes at once on one "
                                   "device (each loads the base; the variants are spread over them by cost)")
+    quantize_gpus: list[int] = Field(default_factory=list, description="GPU indices to pin quantize workers to: "
+                                     "quantize_workers per GPU, each started with CUDA_VISIBLE_DEVICES set to its "
+                                     "one GPU (BOT_QUANTIZE_GPUS=0,1,2); empty: every worker sees every GPU")
     calibration: CalibrationSettings = CalibrationSettings()
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
     gate: GateSettings = GateSettings()
@@ -166,6 +169,21 @@ class Settings(_Strict):
     hub_retry_after_max_s: float = Field(default=300.0, ge=0, description="longest Retry-After (429) honoured")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("quantize_gpus", mode="before")
+    @classmethod
+    def _gpu_list(cls, v: Any) -> Any:
+        """`0,1,2` (the environment's and a YAML scalar's form) or one index, as a list; each index >= 0, once."""
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = [v]
+        elif isinstance(v, str):
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        if isinstance(v, list):
+            if any(isinstance(i, bool) or not str(i).isdigit() for i in v):
+                raise PydanticCustomError("gpus", "must be GPU indices (integers >= 0), e.g. 0,1,2")
+            if len({int(i) for i in v}) != len(v):
+                raise PydanticCustomError("gpus", "lists a GPU twice (more workers per GPU: quantize_workers)")
+        return v
 
     @field_validator("repo_name")
     @classmethod

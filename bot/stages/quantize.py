@@ -1,7 +1,8 @@
 """The quantize stage: resolve each recipe against the base, run the quantize worker for the pending variants (the
 base is loaded once per worker; `quantize_workers` > 1 runs several workers at once on the same device, each with
-its share of the variants), and record each variant's manifest. Complete variants are skipped on rerun;
-a failed one gets a failed manifest with the error, and never a `model/` directory."""
+its share of the variants; `quantize_gpus` pins `quantize_workers` workers to each listed GPU), and record each
+variant's manifest. Complete variants are skipped on rerun; a failed one gets a failed manifest with the error, and
+never a `model/` directory."""
 
 from __future__ import annotations
 
@@ -146,6 +147,21 @@ def plan_workers(pending: list[tuple[ResolvedRecipe, VariantManifest]], workers:
     return [sorted(g, key=lambda it: order[it[0].recipe.id]) for g in groups if g]
 
 
+def worker_pins(workers: int, gpus: list[int]) -> list[str | None]:
+    """Each worker's CUDA_VISIBLE_DEVICES (pure): the listed GPUs in turn (worker i on gpus[i % len]), so that the
+    first, longest groups of `plan_workers` land on different GPUs; None for every worker when no GPU is listed
+    (each sees every GPU, the default)."""
+    return [str(gpus[i % len(gpus)]) if gpus else None for i in range(workers)]
+
+
+def sharing(index: int, pins: list[str | None], device: str) -> list[int]:
+    """The other workers that share worker `index`'s device (pure): all of them on a CPU or when unpinned, else
+    those pinned to the same GPU."""
+    mine = pins[index]
+    return [i for i, pin in enumerate(pins)
+            if i != index and (device == "cpu" or mine is None or pin is None or pin == mine)]
+
+
 def available_memory() -> int | None:
     """Bytes of host memory available now (Linux: MemAvailable), or None where unknown."""
     try:
@@ -173,13 +189,15 @@ def workers_that_fit(requested: int, model_bytes: int | None, available: int | N
 def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[ResolvedRecipe, VariantManifest]],
                  settings: Settings, outcomes: dict[str, QuantizeOutcome], on_event) -> None:
     require_modules("quantize", settings.quantize_python, QUANTIZE_MODULES)
-    workers, note = workers_that_fit(min(settings.quantize_workers, len(pending)), base.base.size_bytes,
-                                     available_memory())
+    requested = settings.quantize_workers * max(1, len(settings.quantize_gpus))  # per GPU when GPUs are listed
+    workers, note = workers_that_fit(min(requested, len(pending)), base.base.size_bytes, available_memory())
     if note and on_event is not None:
         on_event({"event": "note", "message": note})
     groups = plan_workers(pending, workers)
+    pins = worker_pins(len(groups), list(settings.quantize_gpus))
     if on_event is not None:  # each recipe's relative cost: the display's time estimates
-        on_event({"event": "plan", "workers": len(groups), "costs": {r.recipe.id: recipe_cost(r) for r, _ in pending}})
+        on_event({"event": "plan", "workers": len(groups), "costs": {r.recipe.id: recipe_cost(r) for r, _ in pending},
+                  "gpus": {r.recipe.id: pins[i] for i, g in enumerate(groups) for r, _ in g if pins[i] is not None}})
     runs: list[WorkerRun | None] = [None] * len(groups)
     lock = threading.Lock()
 
@@ -191,8 +209,11 @@ def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[Resolve
     def start(index: int, group: list[tuple[ResolvedRecipe, VariantManifest]]) -> None:
         suffix = f"-{index}" if len(groups) > 1 else ""
         job = _job(rundir, base, group, settings)
+        if pins[index] is not None:
+            job["visible_devices"] = pins[index]  # recorded in the job file; the worker reads its environment
         runs[index] = run_worker(settings.quantize_python, "quantize_worker", job,
                                  rundir.root / "jobs" / f"quantize{suffix}.json", rundir.logs_dir / f"quantize{suffix}.log",
+                                 env={"CUDA_VISIBLE_DEVICES": pins[index]} if pins[index] is not None else None,
                                  on_line=events)
 
     if len(groups) == 1:
@@ -201,7 +222,7 @@ def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[Resolve
         with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="quantize") as pool:
             for future in [pool.submit(start, i, g) for i, g in enumerate(groups)]:
                 future.result()
-    _collect(rundir, groups, runs, outcomes)
+    _collect(rundir, groups, runs, outcomes, pins, settings.device)
 
 
 def _job(rundir: RunDir, base: BaseManifest, group: list[tuple[ResolvedRecipe, VariantManifest]],
@@ -232,12 +253,13 @@ def _job(rundir: RunDir, base: BaseManifest, group: list[tuple[ResolvedRecipe, V
 
 
 def _collect(rundir: RunDir, groups: list[list[tuple[ResolvedRecipe, VariantManifest]]], runs: list[WorkerRun],
-             outcomes: dict[str, QuantizeOutcome]) -> None:
+             outcomes: dict[str, QuantizeOutcome], pins: list[str | None], device: str) -> None:
     group_of = {r.recipe.id: i for i, g in enumerate(groups) for r, _ in g}
     for resolved, manifest in (item for g in groups for item in g):
         vid = resolved.recipe.id
         run = runs[group_of[vid]]
-        others = [other for other, i in group_of.items() if i != group_of[vid]]  # on the device at the same time
+        shared = set(sharing(group_of[vid], pins, device))
+        others = [other for other, i in group_of.items() if i in shared]  # on the same device at the same time
         result_path = rundir.variant_dir(vid) / "quantize-result.json"
         result = json.loads(result_path.read_text()) if result_path.is_file() else None
         if result and result.get("status") == "done":
