@@ -25,7 +25,7 @@ EXTRA_RECIPES = ROOT / "tests" / "reliability" / "recipes.yaml"  # adds the data
 DICT_REPR = re.compile(r"\{'[^']*': ")
 FAST_SPEED = {"BOT_VALIDATE__MAX_NEW_TOKENS": "16", **{f"BOT_VALIDATE__SPEED__{k}": v for k, v in {
     "BATCH1_INPUT_LEN": "16", "BATCH1_OUTPUT_LEN": "16", "BATCH1_RUNS": "1", "BATCHED_INPUT_LEN": "16",
-    "BATCHED_OUTPUT_LEN": "16", "BATCHED_NUM_PROMPTS": "4"}.items()}}
+    "BATCHED_OUTPUT_LEN": "16", "BATCHED_NUM_PROMPTS": "4"}.items()}, "BOT_VALIDATE__FIDELITY__TOKENS": "1024"}
 BAR = re.compile(r"[━█▏▎▍▌▋▊▉]|\r|\x1b\[")
 
 

@@ -150,7 +150,8 @@ def world(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         sha = seed_base(hub, BASE_REPO, tiny_llama)
         env = bot_env(root, hub_url=hub.url, GITHUB_TOKEN=GH_SECRET,
                       BOT_GATE__MIN_RECOVERY=json.dumps({v: 0 for v in RECIPES}),  # random weights: the gate passes
-                      BOT_GATE__REQUIRE_GENERATION="false")  # a random model's generations loop
+                      BOT_GATE__REQUIRE_GENERATION="false",  # a random model's generations loop
+                      BOT_VALIDATE__FIDELITY__TOKENS="1024")  # two 8-bit data-free variants: far inside the bounds
         args = ["publish", BASE_REPO, *sum((["-r", v] for v in RECIPES), []), "--recipes-file", str(RECIPES_FILE),
                 *FAST_EVAL, "--runs-dir", str(root / "runs"), "--target", "hub"]
         w = World(root, hub, root / "runs", root / "logs", env, sha, args)
