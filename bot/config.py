@@ -271,6 +271,8 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def _holds(layer: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
     node: Any = layer
     for part in loc:
+        if isinstance(part, int):  # an item of a list the layer gave: the layer holds the list
+            return True
         key = "validate" if part == "validate_" else part
         if not isinstance(node, Mapping) or key not in node:
             return False
@@ -279,7 +281,8 @@ def _holds(layer: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:
-    return _ENV_PREFIX + "__".join(("validate" if p == "validate_" else str(p)).upper() for p in loc)
+    keys = [p for p in loc if not isinstance(p, int)]  # a list item is set through its list's variable
+    return _ENV_PREFIX + "__".join(("validate" if p == "validate_" else str(p)).upper() for p in keys)
 
 
 def load_settings(

@@ -145,14 +145,16 @@ def plan_search(fmt: WeightFormat, cc: tuple[int, int] | None, modules: dict[str
 
 
 def cut_to_budget(configs: list[ServeConfig], budget_s: float, spent_s: float,
-                  estimate: Callable[[ServeConfig], float]) -> tuple[list[ServeConfig], list[SkippedConfig]]:
+                  estimate: Callable[[ServeConfig], float], *, first_always: bool = True,
+                  ) -> tuple[list[ServeConfig], list[SkippedConfig]]:
     """Admit configurations in order while their estimated cost fits what is left of the budget; a later, cheaper
-    one may still fit after a dearer one did not. The first configuration (the defaults) is always admitted."""
+    one may still fit after a dearer one did not. With `first_always`, the first one (the defaults: the baseline
+    every other is compared with) is admitted whatever it costs."""
     admitted, skipped = [], []
     left = budget_s - spent_s
     for i, config in enumerate(configs):
         cost = estimate(config)
-        if (i == 0 and spent_s == 0) or cost <= left:
+        if (i == 0 and first_always) or cost <= left:
             admitted.append(config.model_copy(update={"estimate_s": cost}))
             left -= cost
         else:

@@ -9,12 +9,14 @@ same settings keeps what was measured and runs only the rest.
 
 from __future__ import annotations
 
+import time
 from statistics import fmean
 from typing import Any, Callable, Protocol
 
 from bot.config import Settings
 from bot.manifest import (
-    WORKLOADS, ServeConfig, ServeConfigResult, ServeSearchRecord, ValidateRecord, VariantManifest, now_iso,
+    WORKLOADS, ServeConfig, ServeConfigResult, ServeSearchRecord, SkippedConfig, ValidateRecord, VariantManifest,
+    now_iso,
 )
 from bot.stages.serve.bandwidth import bandwidth_of
 from bot.stages.serve.choose import choose, fill_stats, roofline
@@ -65,11 +67,13 @@ def _job(work: ModelValidation, config: ServeConfig, key: dict[str, Any], settin
 def _measure(work: ModelValidation, rec: ValidateRecord, config: ServeConfig, key: dict[str, Any],
              settings: Settings, index: int) -> ServeConfigResult:
     out = ServeConfigResult(**config.model_dump())
+    started = time.monotonic()
     try:
         res = work.call("serve_search_worker", f"serve-{index}", _job(work, config, key, settings), rec,
                         f"serve_search_{index}", env=config.env or None)
     except WorkerFailed as exc:
         out.status, out.error = "failed", str(exc).splitlines()[0][:500]
+        out.seconds = round(time.monotonic() - started, 1)  # a failed engine spent the budget too
         return out
     load = res.get("load") or {}
     out.seconds = res.get("wall_time_s")
@@ -138,7 +142,13 @@ def search_model(m: SearchedModel, fmt: WeightFormat, settings: Settings, base: 
     for index, config in enumerate(plan.configs):
         if config.id in done:
             continue
-        admitted, over = cut_to_budget([config], s.budget_s, record.spent_s, _estimator(record, settings))
+        baseline = record.config(DEFAULT)
+        if config.id != DEFAULT and (baseline is None or baseline.status != "measured"):
+            record.skipped.append(SkippedConfig(id=config.id, label=config.label, reason="the defaults did not run: "
+                                                "no baseline to compare with"))
+            continue
+        admitted, over = cut_to_budget([config], s.budget_s, record.spent_s, _estimator(record, settings),
+                                       first_always=config.id == DEFAULT)
         record.skipped += over
         if not admitted:
             continue
