@@ -5,8 +5,8 @@
 #   build  the Llama-3.1-8B shape with random weights (speed depends on format and shape only)
 #   quant  its six variants, reduced calibation (32 x 512 bundled chats, AutoRound 0 iterations: the same format)
 #   serve  for each of SERVE_VARIANTS in turn: `bot validate RUN -v X --tasks none` with the search on (the base
-#          first, once: later calls keep its search), CUDA graphs on, fidelity off (random weights); collect after
-#          each model, so a machine taken back keeps what was measured
+#          first, once: later calls keep its search), CUDA graphs on, fidelity off (random weights); each model's
+#          manifest is saved after every configuration, so a poll's collect.sh brings back what was measured
 #   card   `bot card` for the run (the "Serve it fastest" part), then the report benchmarks/serving-<date>.md
 # Per 8B model: one validate engine (about 100 s) plus the search, capped by SERVE_BUDGET seconds (defaults twice,
 # the FP8 KV cache at the long-context point, then the other kernels that apply). One 30-minute lease holds the
@@ -51,7 +51,6 @@ want() { [[ " $PHASES " == *" $1 "* ]]; }
 log() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$WORK/progress.txt"; }
 run_of() { ls -d "$WORK"/runs/local--"$(basename "$1")"@* 2>/dev/null | head -1; }
 rflags() { for r in "$@"; do printf -- '-r %s ' "$r"; done; }
-collect() { [ -n "${OUT:-}" ] && OUT="$OUT" WORK="$WORK" bash "$ROOT/benchmarks/gpu/collect.sh" > /dev/null 2>&1; }
 
 if [ ! -s "$WORK/out/env.txt" ]; then
   { date -u +%Y-%m-%dT%H:%M:%SZ
@@ -79,7 +78,7 @@ if want quant; then
   "${BOT[@]}" quantize "$M8" --device "$DEVICE" --workers 2 --samples 32 --seq-len 512 \
     --calibration "$ROOT/bot/data/calibration.jsonl" --recipes-file "$WORK/serve-recipes.yaml" \
     $(rflags $QUANT_RECIPES) >> "$WORK/out/quant.txt" 2>&1
-  log "quant rc=$?"; collect
+  log "quant rc=$?"
 fi
 
 if want serve; then
@@ -91,7 +90,7 @@ if want serve; then
       BOT_VALIDATE__SERVE_SEARCH__LONG_CONTEXT_TOKENS="$LONG_TOKENS" BOT_VALIDATE__FIDELITY__ENABLED=false \
       BOT_VALIDATE__SPEED__ENFORCE_EAGER=false \
       "${BOT[@]}" validate "$run" -v "$v" --backend "$BACKEND" --tasks none > "$WORK/out/serve-$v.txt" 2>&1
-    log "serve $v rc=$?"; collect
+    log "serve $v rc=$?"
   done
 fi
 
@@ -100,6 +99,6 @@ if want card; then
   [ -n "$run" ] && { "${BOT[@]}" card "$run" > "$WORK/out/card.txt" 2>&1; log "card rc=$?"; }
   [ -n "$run" ] && "$WORK/bin/py-quantize" "$ROOT/benchmarks/serving_report.py" "$run" \
     --env "$WORK/out/env.txt" --out "$WORK/out/serving-$(date -u +%Y-%m-%d).md" > "$WORK/out/report.txt" 2>&1
-  log "report rc=$?"; collect
+  log "report rc=$?"
 fi
 log "ALL DONE ($PHASES)"

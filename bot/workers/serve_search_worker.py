@@ -10,10 +10,11 @@ Job: {"model_path", "result_path", "config": {"id", "env", "engine"}, "speed": {
 Result: {"status", "config_id", "load": {ok, kernel, kernels, memory_bytes, load_time_s, max_model_len, error?},
          "hardware", "versions", "lengths", "runs": {workload: [tokens/s per run]}, "bench_s", "wall_time_s"}
 
-Method: vLLM's own offline benchmarks reproduced (`vllm bench latency` for batch 1, `vllm bench throughput` with
-random-token prompts for batched): `LLM.generate` on token-id prompts with `ignore_eos`, timed by the wall clock,
-prefix caching off, after a warm-up. Batch 1 per run: decode tokens/s = (output_len - 1) / (latency - TTFT), TTFT
-from a max_tokens=1 request (bot/workers/validate_common.py); batched per run: output tokens / wall time.
+Method: that of vLLM's offline benchmarks (vllm/benchmarks/latency.py, throughput.py), reproduced, not their code:
+`LLM.generate` on random token-id prompts with `ignore_eos`, timed by the wall clock around it, prefix caching off,
+after a warm-up; greedy sampling where the benchmarks sample at temperature 1. Batch 1 per run: decode tokens/s =
+(output_len - 1) / (latency - TTFT), TTFT from a max_tokens=1 request (as bot/workers/validate_common.py); batched
+per run: output tokens / wall time.
 """
 
 from __future__ import annotations

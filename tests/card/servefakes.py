@@ -13,7 +13,8 @@ from bot.stages.serve.run import METHOD, decide
 LENGTHS = {"batch1_input_len": 128, "batch1_output_len": 256, "batch1_runs": 5, "batched_input_len": 1024,
            "batched_output_len": 256, "batched_num_prompts": 256, "batched_runs": 3}
 LONG = {"long_input_len": 16384, "long_output_len": 256, "long_num_prompts": 16, "long_runs": 3}
-SETTINGS = {"gpu": "NVIDIA H100 80GB HBM3", "runs": 5}
+SETTINGS = {"gpu": "NVIDIA H100 80GB HBM3", "runs": 5, "speed": {"gpu_memory_utilization": 0.85,
+                                                                  "max_model_len": 16648, "enforce_eager": False}}
 
 # config id -> workload -> tokens/s per run (kernel reported)
 BASE_RUNS = {

@@ -24,7 +24,8 @@ GROUPS = {
     "fp8-dynamic": ("float-quantized", {"num_bits": 8, "type": "float", "strategy": "channel", "group_size": None,
                                         "symmetric": True}, {"num_bits": 8, "type": "float", "strategy": "token"}),
     "nvfp4": ("nvfp4-pack-quantized", {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16,
-                                       "symmetric": True}, {"num_bits": 4, "type": "float", "strategy": "tensor_group"}),
+                                       "symmetric": True},
+              {"num_bits": 4, "type": "float", "strategy": "tensor_group"}),
 }
 
 

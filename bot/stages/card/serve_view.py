@@ -95,7 +95,8 @@ def _bandwidth(rec: ServeSearchRecord, best: ServeConfigResult | None) -> str:
         return f"Batch-1 bandwidth limit: not computed ({why})."
     share = (lambda s: f"{s.mean:.1f} tokens/s ({100 * s.mean / r.limit_tokens_per_s:.0f}% of it)")
     text = (f"**Batch-1 bandwidth limit:** each token reads the {gb(r.bytes_per_token)} of weights once "
-            f"({r.bytes_source}); at {r.bandwidth_bytes_per_s / 1e12:g} TB/s ({r.bandwidth_source}) that allows at most "
+            f"({r.bytes_source}); at {r.bandwidth_bytes_per_s / 1e12:g} TB/s ({r.bandwidth_source}) that allows at "
+            "most "
             f"{r.limit_tokens_per_s:.1f} tokens/s. The defaults reach {share(default.stats['batch1'])}")
     if best is not None and best.id != "default" and "batch1" in best.stats:
         text += f"; the fastest configuration, {share(best.stats['batch1'])}"
@@ -142,6 +143,13 @@ def serve_fastest_view(rec: ServeSearchRecord | None, repo_id: str, trust: bool,
              "engines.",
              f"Method: {rec.method}. Searched in {count(round(rec.spent_s))} s of a "
              f"{count(round(rec.budget_s or 0))} s budget."]
+    speed = rec.settings.get("speed") if isinstance(rec.settings.get("speed"), dict) else {}
+    if speed:
+        notes.append("Every engine of the search, the defaults included, ran with the validation's speed settings: "
+                     f"`gpu_memory_utilization` {speed.get('gpu_memory_utilization')}, `max_model_len` "
+                     f"{speed.get('max_model_len')} (raised to hold the long-context point), `enforce_eager` "
+                     f"{str(speed.get('enforce_eager')).lower()}; add them to a command to serve exactly what was "
+                     "measured.")
     if rec.status == "partial":
         notes.append("Some configurations did not fit the time budget (listed below): this is the best of those "
                      "measured, not of every configuration.")

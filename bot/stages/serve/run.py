@@ -25,9 +25,10 @@ from bot.stages.serve.plan import DEFAULT, cut_to_budget, estimate_s, parse_cc, 
 from bot.stages.validate.measure import ModelValidation, WorkerFailed, recipe_for
 
 EventFn = Callable[[str, dict[str, Any]], None]
-METHOD = ("vLLM's offline benchmarks reproduced (`vllm bench latency` at batch 1, `vllm bench throughput` with "
-          "random-token prompts): LLM.generate on token-id prompts with ignore_eos and prefix caching off, wall clock, "
-          "after a warm-up, one engine per configuration")
+METHOD = ("the method of vLLM's offline benchmarks, not their code: `vllm bench latency` at batch 1 (TTFT from a "
+          "max_tokens=1 request, decode rate from the full one) and `vllm bench throughput` with random-token prompts; "
+          "LLM.generate on token-id prompts with ignore_eos, greedy sampling (the benchmarks sample at temperature 1) "
+          "and prefix caching off, wall clock around generate, after a warm-up, one engine per configuration")
 _SPEED_KEYS = ("batch1_input_len", "batch1_output_len", "batched_input_len", "batched_output_len",
                "batched_num_prompts", "enforce_eager", "gpu_memory_utilization", "max_model_len")
 
@@ -58,8 +59,8 @@ def _job(work: ModelValidation, config: ServeConfig, key: dict[str, Any], settin
     long = {"input_len": s.long_context_tokens, "output_len": s.long_context_output_len,
             "num_prompts": s.long_context_prompts, "runs": s.batched_runs} if config.long_context else None
     return {"model_path": str(work.model_path), "config": {"id": config.id, "env": config.env, "engine": config.engine},
-            "speed": dict(work.plan.speed, **key["speed"]), "search": {"runs": s.runs, "batched_runs": s.batched_runs,
-                                                                       "long": long},
+            "speed": dict(work.plan.speed, **key["speed"], kv_cache_dtype="auto"),
+            "search": {"runs": s.runs, "batched_runs": s.batched_runs, "long": long},
             "tensor_parallel_size": key["tensor_parallel_size"], "trust_remote_code": work.trust, "dtype": "auto",
             "seed": 0, "label": work.plan.label}
 
@@ -77,7 +78,8 @@ def _measure(work: ModelValidation, rec: ValidateRecord, config: ServeConfig, ke
         return out
     load = res.get("load") or {}
     out.seconds = res.get("wall_time_s")
-    out.kernel, out.memory_bytes, out.load_time_s = load.get("kernel"), load.get("memory_bytes"), load.get("load_time_s")
+    out.kernel, out.memory_bytes = load.get("kernel"), load.get("memory_bytes")
+    out.load_time_s = load.get("load_time_s")
     if not load.get("ok"):
         out.status, out.error = "failed", str(load.get("error") or "did not load").splitlines()[0][:500]
         return out

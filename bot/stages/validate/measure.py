@@ -111,7 +111,13 @@ class ModelValidation:
         return CPU_BATCH_SIZE if self.plan.device == "cpu" and size == "auto" else size
 
     def call(self, module: str, kind: str, job: dict[str, Any], rec: ValidateRecord, timing: str,
-             python: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+             env: dict[str, str] | None = None) -> dict[str, Any]:
+        """A worker in the serve interpreter for another stage's measurement (the serving search), `env` added to its
+        environment; as `_call`."""
+        return self._call(module, kind, job, rec, timing, env=env)
+
+    def _call(self, module: str, kind: str, job: dict[str, Any], rec: ValidateRecord, timing: str,
+              python: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
         """Run one worker (in the serve interpreter unless `python` says, with `env` added to its environment); on
         success its wall time goes into `rec.timings[timing]`. Raises WorkerFailed with the log's tail."""
         job_path, result_path, log_path = self._paths(kind)
@@ -142,7 +148,7 @@ class ModelValidation:
                "trust_remote_code": self.trust, "seed": 0}
         on = f", tp={self.tensor_parallel().size}" if self.tensor_parallel().size > 1 else ""
         self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend}{on})"})
-        res = self.call("validate_worker", "validate", job, rec, "runtime_worker")
+        res = self._call("validate_worker", "validate", job, rec, "runtime_worker")
         load = dict(res.get("load") or {})
         if load.get("ok") is False:
             load["error"] = explain_load_error(load.get("error"), self._paths("validate")[2])
@@ -177,7 +183,7 @@ class ModelValidation:
         acc = AccuracyRecord(limit=limit, num_fewshot=self.plan.num_fewshot, backend=self.plan.backend,
                              rounds=rounds)
         try:
-            res = self.call("lmeval_worker", "lmeval", job, rec, "lmeval_worker")
+            res = self._call("lmeval_worker", "lmeval", job, rec, "lmeval_worker")
         except WorkerFailed as exc:
             acc.error = str(exc).splitlines()[0][:500]
             rec.accuracy = acc
@@ -200,7 +206,7 @@ class ModelValidation:
                "text_path": str(HELDOUT_TEXT), "tokens": f.tokens, "window": f.window, "trust_remote_code": self.trust}
         self.on_event("phase", {"model": self.name, "phase": f"fidelity of {len(variants)} variant(s) on "
                                                              f"{f.tokens} held-out tokens"})
-        return self.call("fidelity_worker", "fidelity", job, rec, "fidelity_worker",
+        return self._call("fidelity_worker", "fidelity", job, rec, "fidelity_worker",
                           python=self.settings.quantize_python)
 
     def run(self, rec: ValidateRecord, reuse_runtime: bool) -> None:
