@@ -99,7 +99,7 @@ class ServeSearchRecord(_Rec):
     method: str = ""  # how it was measured, in words (vLLM's benchmark method reproduced)
     vllm: str | None = None  # version
     gpu: str | None = None  # name
-    gpu_count: int = 1
+    gpu_count: int = 1  # GPUs each engine ran on (its tensor-parallel size): the bandwidth limit counts them all
     compute_capability: str | None = None
     format: str = ""  # the weight format the plan read from the checkpoint
     settings: dict[str, Any] = Field(default_factory=dict)  # lengths, runs, budget: what makes it comparable

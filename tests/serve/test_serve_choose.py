@@ -97,6 +97,10 @@ def test_decide_records_choices_bandwidth_limit_and_status():
     r = rec.roofline
     assert r.bandwidth_bytes_per_s == 4.8e12 and "H200" in r.bandwidth_source
     assert r.limit_tokens_per_s == round(4.8e12 / 5_590_000_000, 1) and r.bytes_per_token == 5_590_000_000
+    split = record({"default": {"batch1": [1.0, 1.2]}})
+    split.gpu_count = 2  # tensor parallel over two GPUs: each reads its half of the weights
+    decide(split, None, False, None)
+    assert split.roofline.bandwidth_bytes_per_s == 9.6e12 and split.roofline.bandwidth_source.startswith("2 x ")
     unknown = record({"default": {"batch1": [1.0, 1.2]}}, gpu="Mystery GPU")
     decide(unknown, None, False, None)
     assert unknown.roofline is None  # never a guessed bandwidth

@@ -135,7 +135,8 @@ def search_model(m: SearchedModel, fmt: WeightFormat, settings: Settings, base: 
     prev = rec.serve_search
     kept = [c for c in (prev.configs if prev and prev.settings == key else []) if c.status == "measured"]
     plan = plan_search(fmt, parse_cc(hw.compute_capability if hw else None), dict(work.plan.env.modules), s)
-    record = ServeSearchRecord(method=METHOD, vllm=rec.versions.get("vllm"), gpu=gpu, gpu_count=hw.count if hw else 1,
+    record = ServeSearchRecord(method=METHOD, vllm=rec.versions.get("vllm"), gpu=gpu,
+                               gpu_count=key["tensor_parallel_size"],  # the GPUs each engine runs on
                                compute_capability=hw.compute_capability if hw else None, format=fmt.describe(),
                                settings=key, budget_s=s.budget_s, configs=kept, skipped=list(plan.dropped),
                                spent_s=round(sum(c.seconds or 0 for c in kept), 1), searched_at=now_iso())
