@@ -63,6 +63,33 @@ class SpeedSettings(_Strict):
     kv_cache_dtype: str = "auto"
 
 
+class ServeSearchSettings(_Strict):
+    """The search for the fastest way to serve each model in vLLM (bot/stages/serve): one engine per
+    configuration that applies to the model's format on the GPU at hand, batch 1 and batched, each against the
+    default and the BF16 base measured the same way. Off by default: it starts several engines per model (50-100 s
+    each at 8B), so `bot validate` only runs it when asked (`BOT_VALIDATE__SERVE_SEARCH__ENABLED=true`, the GPU
+    script); with the transformers backend (CPU) it is recorded as not run."""
+
+    enabled: bool = False
+    budget_s: int = Field(default=900, ge=60, description="per model: configurations whose estimated cost no longer "
+                          "fits are skipped, and recorded as skipped by the budget")
+    engine_start_s: float = Field(default=100.0, gt=0, description="estimated engine start-up (load, compile, "
+                                  "CUDA graphs) until one was measured on this model")
+    bench_s: float = Field(default=60.0, gt=0, description="estimated batch-1 + batched benchmarks per engine")
+    long_bench_s: float = Field(default=90.0, ge=0, description="estimated long-context benchmarks per engine")
+    runs: int = Field(default=5, ge=2, le=50, description="batch-1 runs per configuration (the interval's sample)")
+    batched_runs: int = Field(default=3, ge=2, le=20, description="batched runs per configuration")
+    default_engines: int = Field(default=2, ge=1, le=3, description="engines started with the defaults: their "
+                                 "spread is the engine-to-engine noise every interval is widened by")
+    kernels: bool = True  # search the linear kernels that apply to the format
+    kv_cache_dtypes: list[Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]] = Field(
+        default_factory=lambda: ["auto", "fp8"], description="compared at the long-context point; auto: the model's")
+    long_context_tokens: int = Field(default=16384, ge=256, description="input length of the long-context point "
+                                     "where the KV-cache dtypes are compared (capped by the model's context)")
+    long_context_prompts: int = Field(default=16, ge=1, description="prompts in the long-context batched run")
+    long_context_output_len: int = Field(default=256, ge=2)
+
+
 WHOLE_TASK = "all"  # the one explicit value of `validate.limit` for "every document of the task"
 LIMIT_VALUES = f"a positive integer or '{WHOLE_TASK}'"  # what every `limit` accepts (settings and `--limit`)
 
@@ -99,6 +126,7 @@ class ValidateSettings(_Strict):
     num_fewshot: int | None = None
     batch_size: int | str = "auto"
     speed: SpeedSettings = SpeedSettings()
+    serve_search: ServeSearchSettings = ServeSearchSettings()
     tensor_parallel_size: int | None = Field(default=None, ge=1, description="None: chosen from model size and GPUs")
     tensor_parallel_reserve_gib: float = Field(
         default=2.0, ge=0, description="per GPU, besides the weights' share and one full sequence's KV cache: "
@@ -261,6 +289,8 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def _holds(layer: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
     node: Any = layer
     for part in loc:
+        if isinstance(part, int):  # an item of a list the layer gave: the layer holds the list
+            return True
         key = "validate" if part == "validate_" else part
         if not isinstance(node, Mapping) or key not in node:
             return False
@@ -269,7 +299,8 @@ def _holds(layer: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:
-    return _ENV_PREFIX + "__".join(("validate" if p == "validate_" else str(p)).upper() for p in loc)
+    keys = [p for p in loc if not isinstance(p, int)]  # a list item is set through its list's variable
+    return _ENV_PREFIX + "__".join(("validate" if p == "validate_" else str(p)).upper() for p in keys)
 
 
 def load_settings(

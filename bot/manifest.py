@@ -13,6 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.manifest_serve import (  # noqa: F401 - re-exported: the serving search's records are manifest records
+    WORKLOADS, Roofline, RunStats, ServeChoice, ServeConfig, ServeConfigResult, ServeSearchRecord, SkippedConfig,
+)
 from bot.recipes import Recipe
 
 
@@ -217,6 +220,7 @@ class ValidateRecord(StageRecord):
     # wall seconds of each worker process (runtime_worker: start-up, load, generations, speed; lmeval_worker)
     timings: dict[str, float] = Field(default_factory=dict)
     validated_at: str | None = None
+    serve_search: ServeSearchRecord | None = None  # the fastest measured way to serve it (bot/stages/serve)
 
 
 class FidelityRecord(_Rec):

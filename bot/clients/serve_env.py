@@ -18,7 +18,8 @@ Backend = Literal["vllm", "hf"]
 _PROBE = r"""
 import importlib.util, json
 mods = {m: importlib.util.find_spec(m) is not None
-        for m in ("vllm", "lm_eval", "transformers", "torch", "compressed_tensors", "psutil")}
+        for m in ("vllm", "lm_eval", "transformers", "torch", "compressed_tensors", "psutil",
+                  "flashinfer", "conch", "humming", "fbgemm_gpu")}  # the last four: optional vLLM kernels
 gpus = []
 if mods["torch"]:
     import torch

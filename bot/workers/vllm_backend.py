@@ -28,7 +28,7 @@ _KERNEL_ATTRS = ("kernel", "fp8_linear", "linear_kernel", "mp_linear_kernel")
 
 
 def engine_kwargs(job: dict[str, Any], max_model_len: int | None) -> dict[str, Any]:
-    """Keyword arguments for `vllm.LLM` from the job (pure, unit-tested)."""
+    """Keyword arguments for `vllm.LLM` from the job (pure, unit-tested); `engine_extra` wins over the rest."""
     s = job.get("speed") or {}
     kwargs: dict[str, Any] = {
         "model": job["model_path"],
@@ -45,6 +45,7 @@ def engine_kwargs(job: dict[str, Any], max_model_len: int | None) -> dict[str, A
     }
     if max_model_len is not None:
         kwargs["max_model_len"] = int(max_model_len)
+    kwargs.update(job.get("engine_extra") or {})  # a serving-search configuration (linear_backend, kv_cache_dtype)
     return kwargs
 
 

@@ -6,6 +6,7 @@ Numbers are chosen to look like an 8B model on an H100 (see the GPU notes of the
   w8a8-int8    passed, SmoothQuant applied
   fp8-dynamic  passed, data-free
   nvfp4        lm-eval failed (out of memory), gate failed, published with --force
+The GPU run's base and w4a16-gptq also hold a serving search (tests/card/servefakes.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from bot.recipes import load_recipes
 from bot.recipes.resolve import resolve
 from bot.rundir import RunDir, run_id_for
 from bot.stages.quantize import applied_recipe
+from bot.stages.serve.formats import WeightFormat
 from bot.stages.validate.compare import hardware_compat
+from servefakes import BASE_RUNS, KERNELS, VARIANT_RUNS, serve_search
 
 BASE_ID = "acme/Llama-Demo-8B-Instruct"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -166,6 +169,10 @@ def make_run(root: Path, *, device: str = "cuda", license: str = "apache-2.0", l
                                 command=LM_EVAL.format(model=base_path, out=rundir.root / "base" / "lm_eval")),
         validated_at="2026-11-03T09:12:44+00:00", finished_at="2026-11-03T09:12:44+00:00",
     )
+    searched = device == "cuda" and not legacy  # the serving search: base and w4a16-gptq (bot/stages/serve)
+    if searched:
+        base_val.serve_search = serve_search(WeightFormat("bf16", source="no quantization_config"), BASE_RUNS, b_mem,
+                                             None, {})
     rundir.write_base(BaseManifest(run_id=rundir.run_id, base=BaseModelRecord(
         status=Status.done, model_id=BASE_ID, revision=REVISION, path=str(base_path), architecture="LlamaForCausalLM",
         model_type="llama", num_params=8_030_261_248, dtype="bfloat16", license=license, license_name=license_name,
@@ -221,5 +228,8 @@ def make_run(root: Path, *, device: str = "cuda", license: str = "apache-2.0", l
             speed=_speed(label, m.decode * scale, m.ttft / scale, m.tpot / scale, m.batched * scale),
             accuracy=acc, comparison=comp, gate=gate,
             validated_at="2026-11-03T10:40:05+00:00", finished_at="2026-11-03T10:40:05+00:00")
+        if searched and vid == "w4a16-gptq":
+            fmt = WeightFormat("wna16", bits=4, group_size=128, source="quantization_config, format pack-quantized")
+            val.serve_search = serve_search(fmt, VARIANT_RUNS, m.memory, base_val.serve_search, KERNELS)
         rundir.write_variant(VariantManifest(run_id=rundir.run_id, variant=vid, quantize=q, validate=val))
     return rundir, settings

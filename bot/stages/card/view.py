@@ -18,6 +18,7 @@ from bot.stages.card.data import RunData, quantize_reason, speed_reason, state_r
 from bot.stages.card.format import (
     Scrubber, brief, code, day, gb, html_text, md_cell, ms, not_measured, one_line, ratio, seconds, tok_s,
 )
+from bot.stages.card.serve_view import ServeFastestView, serve_fastest_view
 from bot.stages.card.snippets import (
     DecisionRow, decisions, llm_snippet, oneshot_code, openai_snippet, recipe_yaml, serve_command,
 )
@@ -48,6 +49,7 @@ class VariantCard:
     speed_heading: str
     speed_rows: list[SpeedRow]
     speed_notes: list[str]
+    serve_fastest: ServeFastestView | None  # the serving search; None: none ran (the part is hidden)
     siblings: SiblingsView
     chart: str | None
     samples: list["Sample"]
@@ -105,6 +107,7 @@ def build_variant_card(run: RunData, variant: str, scrub: Scrubber, chart: str |
         speed_heading=heading,
         speed_rows=speed_rows,
         speed_notes=speed_notes,
+        serve_fastest=serve_fastest_view(vv.serve_search if vv else None, repo_id, b.trust_remote_code, scrub),
         siblings=siblings_view(run, variant, scrub),
         chart=chart,
         samples=samples,
@@ -248,7 +251,11 @@ def _speed_heading(vv: ValidateRecord | None, bv: ValidateRecord | None, label: 
         return (f"Measured on **CPU** ({hw.name or 'unknown CPU'}) with {backend}. These are **CPU numbers, not GPU "
                 "speed**: they only show how the format compares with the base on a CPU.")
     vllm = (vv.versions.get("vllm") if vv else None) or "unknown"
-    text = f"Measured on **{hw.count}× {hw.name}** with **vLLM {vllm}**, base and variant in the same run."
+    text = (f"Measured on **{hw.count}× {hw.name}** with **vLLM {vllm}** at **its default configuration** (`vllm "
+            "serve` without serving flags), base and variant in the same run.")
+    search = vv.serve_search if vv else None
+    if search is not None and search.config("default") is not None:
+        text += " The fastest configurations measured are under \"Serve it fastest\"."
     if bv is not None and bv.hardware is not None and bv.hardware.name != hw.name:
         text += f" The base was measured on {bv.hardware.name}."
     return text

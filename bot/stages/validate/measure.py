@@ -110,10 +110,16 @@ class ModelValidation:
         size = self.settings.validate.batch_size
         return CPU_BATCH_SIZE if self.plan.device == "cpu" and size == "auto" else size
 
+    def call(self, module: str, kind: str, job: dict[str, Any], rec: ValidateRecord, timing: str,
+             env: dict[str, str] | None = None) -> dict[str, Any]:
+        """A worker in the serve interpreter for another stage's measurement (the serving search), `env` added to its
+        environment; as `_call`."""
+        return self._call(module, kind, job, rec, timing, env=env)
+
     def _call(self, module: str, kind: str, job: dict[str, Any], rec: ValidateRecord, timing: str,
-              python: str | None = None) -> dict[str, Any]:
-        """Run one worker (in the serve interpreter unless `python` says); on success its wall time goes into
-        `rec.timings[timing]`."""
+              python: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run one worker (in the serve interpreter unless `python` says, with `env` added to its environment); on
+        success its wall time goes into `rec.timings[timing]`. Raises WorkerFailed with the log's tail."""
         job_path, result_path, log_path = self._paths(kind)
         result_path.unlink(missing_ok=True)
         job["result_path"] = str(result_path)
@@ -121,7 +127,7 @@ class ModelValidation:
         timeout = self.settings.validate.worker_timeout_s
         try:
             run: WorkerRun | None = run_worker(python or self.settings.serve_python, module, job, job_path, log_path,
-                                               timeout_s=timeout)
+                                               timeout_s=timeout, env=env)
         except subprocess.TimeoutExpired:
             raise WorkerFailed(f"{module} timed out after {timeout} s", hint) from None
         except OSError as exc:

@@ -4,7 +4,8 @@ Order of one call: the base (load, generations, speed, lm-eval with per-document
 in `base/manifest.json`), then each variant the same way, then the fidelity of all variants against the base in
 one worker (the base loaded once), then the verdict on each variant (paired comparison and gate). A variant the
 gate cannot decide (its CI straddles the threshold) gets more samples: the base and that variant are evaluated
-again at twice the limit, up to `gate.max_rounds` rounds or the whole task, and judged again.
+again at twice the limit, up to `gate.max_rounds` rounds or the whole task, and judged again. Last, when
+`validate.serve_search.enabled`, the search for the fastest way to serve each model (bot/stages/serve).
 
 Manifests are written `running` before work and `done`/`failed` after, so an interrupted run resumes: finished
 models are skipped, a model whose load/speed part finished keeps it while lm-eval reruns, and every variant is
@@ -221,6 +222,10 @@ def validate_run(rundir: RunDir, settings: Settings, variants: list[str] | None 
     for m in done:
         _verdict(m, base, rundir, settings)
     _more_rounds(base, done, rundir, settings, emit)
+    if settings.validate.serve_search.enabled:
+        from bot.stages.serve.run import search_run  # the serving search reads this stage's measured records
+
+        search_run(base, [(m, m.manifest) for m in done], settings, base_manifest.base.dtype, emit)
     for m in measured:
         emit("model-end", {"model": m.name, "status": m.rec.status.value, "state": m.manifest.state()})
     for variant in available:
