@@ -217,6 +217,9 @@ class ValidateRecord(StageRecord):
     # wall seconds of each worker process (runtime_worker: start-up, load, generations, speed; lmeval_worker)
     timings: dict[str, float] = Field(default_factory=dict)
     validated_at: str | None = None
+    # variants quantized on the same device while this model was measured (`bot publish` overlapping the
+    # stages); their workers were paused while speed was measured
+    concurrent_with: list[str] = Field(default_factory=list)
 
 
 class FidelityRecord(_Rec):
