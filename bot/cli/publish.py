@@ -38,6 +38,10 @@ def publish(
     limit: Optional[str] = typer.Option(None, "--limit", metavar="N|all", help=f"lm-eval samples per task: {LIMIT_VALUES}."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Validation backend: auto, vllm or hf."),
     device: Optional[str] = typer.Option(None, "--device", help="Quantize on auto, cpu or cuda."),
+    overlap: Optional[str] = typer.Option(None, "--overlap", metavar="auto|on|off",
+                                          help="Validate each variant while the next ones quantize (auto: on a GPU)."),
+    workers: Optional[str] = typer.Option(None, "--workers", metavar="N|auto",
+                                          help="Quantize workers at once (auto: as many as the GPU's memory holds)."),
 ) -> None:
     """Quantize, validate, render cards and publish MODEL's variants."""
     from bot.stages.pipeline import publish_model
@@ -46,7 +50,8 @@ def publish(
         runs_dir=runs_dir, recipes_file=recipes_file, calibration__file=calibration, calibration__samples=samples,
         calibration__seq_len=seq_len, validate__tasks=tasks.split(",") if tasks else None,
         validate__limit=parse_limit_option(limit), validate__backend=backend, device=device, hub_target=target,
-        namespace=namespace, private=private, templates_dir=templates,
+        namespace=namespace, private=private, templates_dir=templates, pipeline__overlap=overlap,
+        quantize_workers=workers,
     )
     if model is None:  # the demo: its CPU-sized settings are the profile layer (env and flags still win)
         from bot.stages.demo import DEMO_PROFILE, bundled_model, demo_profile
