@@ -15,6 +15,7 @@ from bot.cli._output import out, print_table, say, write
 from bot.cli._progress import PipelineDisplay
 from bot.config import LIMIT_VALUES
 from bot.errors import StageError
+from bot.rundir import RunDir
 
 
 def publish(
@@ -70,10 +71,10 @@ def publish(
              v.reason or ("no change: nothing committed" if v.changed is False else "")) for v in result.variants]
     print_table(f"{result.model_id}@{result.revision[:12]}" + (" (dry run)" if dry_run else ""),
                 ("variant", "state", "repo", "commit", "note"), rows)
+    rundir = RunDir(result.run_dir)
+    if rundir.timeline_chart_path.is_file():
+        say(f"timeline of the run: {rundir.timeline_chart_path} (record: {rundir.timeline_path.name})")
     if dry_run:
-        from bot.rundir import RunDir
-
-        rundir = RunDir(result.run_dir)
         for v in result.variants:
             readme = rundir.card_dir(v.variant) / "README.md"
             if v.state == "planned" and readme.is_file():

@@ -129,7 +129,8 @@ class TimelineRecorder:
                 write_model(self.rundir.timeline_path, self._timeline)
 
     def draw(self) -> bool:
-        """timeline.png next to the record; False (nothing drawn) when matplotlib is missing or nothing ran."""
+        """timeline.png next to the record; False (nothing drawn, an earlier attempt's chart kept) when
+        matplotlib is missing or this attempt ran nothing (a rerun that found everything complete)."""
         try:
             from bot.stages.timeline.chart import draw_timeline
         except ImportError:
