@@ -244,6 +244,8 @@ def validate_base(rundir: RunDir, settings: Settings, *, on_event: EventFn | Non
         raise ModelError(f"{rundir.root} has no base/manifest.json: not a run directory",
                          hint="pass a run directory made by `bot quantize` (runs/<org>--<name>@<sha>)")
     plan = plan_for(settings, gpu_memory_utilization)
+    emit("plan", {"backend": plan.backend, "device": plan.device, "tasks": plan.tasks, "limit": plan.limit,
+                  "models": [BASE]})
     return _validate_base(rundir, settings, plan, False, emit, sharing).rec
 
 
