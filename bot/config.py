@@ -163,6 +163,22 @@ class GateSettings(_Strict):
     require_generation: bool = True
 
 
+class PipelineSettings(_Strict):
+    """How `bot publish` runs its stages (bot.stages.pipeline, bot.stages.overlap)."""
+
+    overlap: Literal["auto", "on", "off"] = Field(
+        default="auto", description="validate each variant as soon as it is quantized, while the next ones quantize; "
+                                    "auto: only when quantize runs on a GPU (a CPU run stays serial)")
+    sample_interval_s: float = Field(default=5.0, ge=0.2, description="GPU memory and utilization sampled this "
+                                     "often for the run's timeline (nvidia-smi; none without it)")
+
+    @field_validator("overlap", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        """YAML (the watchlist, BOT_PIPELINE__OVERLAP=on) reads on/off as booleans."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+
 class Settings(_Strict):
     runs_dir: Path = Path("runs")
     quantize_python: str = Field(default_factory=lambda: sys.executable)
@@ -170,14 +186,17 @@ class Settings(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     recipes: list[str] | None = None
     recipes_file: Path | None = None
-    quantize_workers: int = Field(default=1, ge=1, le=16, description="quantize worker processes at once on one "
-                                  "device (each loads the base; the variants are spread over them by cost)")
+    quantize_workers: int | Literal["auto"] = Field(
+        default="auto", description="quantize worker processes at once on one device (each loads the base; the "
+                                    "variants are spread over them by cost); auto: 1 on a CPU, on a GPU as many as "
+                                    "its free memory holds (bot.stages.memplan)")
     quantize_gpus: list[int] = Field(default_factory=list, description="GPU indices to pin quantize workers to: "
                                      "quantize_workers per GPU, each started with CUDA_VISIBLE_DEVICES set to its "
                                      "one GPU (BOT_QUANTIZE_GPUS=0,1,2); empty: every worker sees every GPU")
     calibration: CalibrationSettings = CalibrationSettings()
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
     gate: GateSettings = GateSettings()
+    pipeline: PipelineSettings = PipelineSettings()
     hub_target: Literal["auto", "hub", "local"] = "auto"
     hub_endpoint: str | None = None
     local_hub_dir: Path | None = None
@@ -212,6 +231,18 @@ class Settings(_Strict):
             if len({int(i) for i in v}) != len(v):
                 raise PydanticCustomError("gpus", "lists a GPU twice (more workers per GPU: quantize_workers)")
         return v
+
+    @field_validator("quantize_workers", mode="before")
+    @classmethod
+    def _check_workers(cls, v: Any) -> int | str:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        text = v.strip() if isinstance(v, str) else v
+        if isinstance(text, str) and text.isdigit():
+            text = int(text)
+        if isinstance(text, int) and not isinstance(text, bool) and 1 <= text <= 16:
+            return text
+        raise PydanticCustomError("workers", "must be an integer from 1 to 16 or 'auto'")
 
     @field_validator("repo_name")
     @classmethod

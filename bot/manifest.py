@@ -221,6 +221,9 @@ class ValidateRecord(StageRecord):
     timings: dict[str, float] = Field(default_factory=dict)
     validated_at: str | None = None
     serve_search: ServeSearchRecord | None = None  # the fastest measured way to serve it (bot/stages/serve)
+    # variants quantized on the same device while this model was measured (`bot publish` overlapping the
+    # stages); their workers were paused while speed was measured
+    concurrent_with: list[str] = Field(default_factory=list)
 
 
 class FidelityRecord(_Rec):

@@ -8,6 +8,7 @@ runs/allenai--Olmo-3-7B@1a2b3c4d5e6f/
   w4a16-gptq/model/           the compressed checkpoint (written to model.partial/, renamed when complete)
   w4a16-gptq/card/            README.md + chart, exactly what is uploaded besides the model files
   logs/                       worker logs
+  timeline.json, timeline.png what ran when in each `bot publish` attempt (bot.stages.timeline)
 ```
 Writes are atomic (temp file + rename), so a crash never leaves a manifest half written.
 """
@@ -88,6 +89,15 @@ class RunDir:
 
     def card_dir(self, variant: str) -> Path:
         return self.variant_dir(variant) / "card"
+
+    @property
+    def timeline_path(self) -> Path:
+        """The run's timeline (bot.stages.timeline): quantize and validate of each model on one time axis."""
+        return self.root / "timeline.json"
+
+    @property
+    def timeline_chart_path(self) -> Path:
+        return self.root / "timeline.png"
 
     # manifests
     def read_base(self) -> BaseManifest | None:

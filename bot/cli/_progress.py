@@ -24,8 +24,9 @@ class Activity:
 
     def __init__(self, label: str, total: int | None = None, *, target: Console | None = None,
                  interval_s: float = INTERVAL_S, describe: Callable[[], str] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, live: bool = True) -> None:
         self.label, self.target, self.interval_s, self.clock = label, target or console, interval_s, clock
+        self.live = live  # False: lines only, also on a terminal (another activity holds the one live bar)
         self.describe = describe
         self.total, self.completed, self.text = total, 0, label
         self.lock = threading.RLock()
@@ -37,7 +38,7 @@ class Activity:
 
     def __enter__(self) -> "Activity":
         self._started = self._last = self.clock()
-        if self.target.is_terminal:
+        if self.target.is_terminal and self.live:
             self._progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                                       console=self.target, transient=True)
@@ -52,8 +53,10 @@ class Activity:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            self._thread = None
         if self._progress is not None:
             self._progress.stop()  # transient: the bar goes, the lines printed above it stay
+            self._progress = None
 
     def _heartbeat(self) -> None:
         tick = min(1.0, self.interval_s / 4)
@@ -157,6 +160,9 @@ class QuantizeDisplay:
         return "loading the base model" if self.loading else "starting the worker"
 
     def __call__(self, ev: dict[str, Any]) -> None:
+        if ev.get("event") == "over":  # quantize is over while validation goes on (an overlapped publish)
+            self.activity.__exit__(None, None, None)  # outside the lock: the heartbeat it joins may wait for it
+            return
         with self.activity.lock:  # the heartbeat thread reads `running` too
             self._on(ev)
 
@@ -209,13 +215,17 @@ class QuantizeDisplay:
             act.line(str(ev.get("message", "")))
 
 
+
 class ValidateDisplay:
     """Validate events (bot.stages.validate.run) -> progress: one line per phase and per model."""
 
-    def __init__(self, *, target: Console | None = None, interval_s: float = INTERVAL_S) -> None:
-        self.activity = Activity("validate", None, target=target, interval_s=interval_s)
+    def __init__(self, *, target: Console | None = None, interval_s: float = INTERVAL_S, live: bool = True) -> None:
+        self.activity = Activity("validate", None, target=target, interval_s=interval_s, live=live)
         self.activity.text = "checking the serve environment"
         self.started: dict[str, float] = {}
+        self._plan_line = ""
+        self._models: set[str] = set()
+        self._counted: set[str] = set()  # each model advances the bar once (an overlapped publish repeats the base)
 
     def __enter__(self) -> "ValidateDisplay":
         self.activity.__enter__()
@@ -227,20 +237,24 @@ class ValidateDisplay:
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         act, model = self.activity, data.get("model", "")
         if event == "plan":
-            act.set_total(len(data.get("models", [])))
+            self._models.update(data.get("models") or [])
+            act.set_total(len(self._models))
             tasks = ", ".join(data.get("tasks") or []) or "none (accuracy not measured)"
-            act.line(f"validate: backend {data.get('backend')} on {data.get('device')}; tasks {tasks}, "
-                     f"limit {data.get('limit')}")
+            line = (f"validate: backend {data.get('backend')} on {data.get('device')}; tasks {tasks}, "
+                    f"limit {data.get('limit')}")
+            if line != self._plan_line:  # an overlapped publish calls validate once per model: said once
+                act.line(line)
+                self._plan_line = line
         elif event == "model-start":
             self.started[model] = time.monotonic()
         elif event == "phase":
             self.started.setdefault(model, time.monotonic())
             act.status(f"{model}: {data.get('phase')}", announce=True)
         elif event == "skip":
-            act.advance()
+            self._advance(model)
             act.line(f"{model}: skipped ({data.get('reason')})")
         elif event == "model-end":
-            act.advance()
+            self._advance(model)
             took = self.started.pop(model, None)
             act.line(f"{model}: {data.get('state')}" + (f" in {duration(time.monotonic() - took)}" if took else ""))
         elif event == "round":
@@ -251,14 +265,20 @@ class ValidateDisplay:
         else:
             act.line(f"{event}: {fields(data)}")
 
+    def _advance(self, model: str) -> None:
+        if model not in self._counted:
+            self._counted.add(model)
+            self.activity.advance()
+
 
 class PipelineDisplay:
     """`bot publish`: the pipeline's stage events as lines, and a quantize or validate display while that stage
-    runs (closed when the next stage starts, so no bar outlives its stage)."""
+    runs (closed when the next stage starts, so no bar outlives its stage); both while they overlap."""
 
     def __init__(self, *, target: Console | None = None) -> None:
         self.target = target
-        self._current: QuantizeDisplay | ValidateDisplay | None = None
+        self._quantize: QuantizeDisplay | None = None
+        self._validate: ValidateDisplay | None = None
 
     def __enter__(self) -> "PipelineDisplay":
         return self
@@ -267,19 +287,26 @@ class PipelineDisplay:
         self._close()
 
     def _close(self) -> None:
-        if self._current is not None:
-            self._current.__exit__(None, None, None)
-            self._current = None
+        for current in (self._quantize, self._validate):
+            if current is not None:
+                current.__exit__(None, None, None)
+        self._quantize = self._validate = None
 
     def on_stage(self, event: str, data: dict[str, Any]) -> None:
         if event == "stage":
             self._close()
             stage = data.get("stage")
             say(f"stage: {stage}", self.target)
-            if stage == "quantize":
-                self._current = QuantizeDisplay(target=self.target).__enter__()
-            elif stage == "validate":
-                self._current = ValidateDisplay(target=self.target).__enter__()
+            if stage in ("quantize", "quantize+validate"):
+                self._quantize = QuantizeDisplay(target=self.target).__enter__()
+            if stage in ("validate", "quantize+validate"):  # at once: the quantize bar is the one live display
+                self._validate = ValidateDisplay(target=self.target, live=stage == "validate").__enter__()
+        elif event == "plan":
+            say(f"plan: {data.get('plan')}", self.target)
+            for note in data.get("notes") or []:
+                say(f"plan: {note}", self.target)
+        elif event == "note":
+            say(str(data.get("text", "")), self.target)
         elif event == "resolved":
             say(f"{data.get('model')}@{str(data.get('revision', ''))[:12]} -> {data.get('run_dir')}", self.target)
         elif event == "card-failed":
@@ -288,9 +315,9 @@ class PipelineDisplay:
             say(f"{event}: {fields(data)}", self.target)
 
     def on_quantize(self, ev: dict[str, Any]) -> None:
-        if isinstance(self._current, QuantizeDisplay):
-            self._current(ev)
+        if self._quantize is not None:
+            self._quantize(ev)
 
     def on_validate(self, event: str, data: dict[str, Any]) -> None:
-        if isinstance(self._current, ValidateDisplay):
-            self._current(event, data)
+        if self._validate is not None:
+            self._validate(event, data)

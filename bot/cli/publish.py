@@ -15,6 +15,7 @@ from bot.cli._output import out, print_table, say, write
 from bot.cli._progress import PipelineDisplay
 from bot.config import LIMIT_VALUES
 from bot.errors import ConfigError, StageError
+from bot.rundir import RunDir
 
 
 def publish(
@@ -39,6 +40,10 @@ def publish(
     backend: Optional[str] = typer.Option(None, "--backend", help="Validation backend: auto, vllm or hf."),
     device: Optional[str] = typer.Option(None, "--device", help="Quantize on auto, cpu or cuda."),
     full: bool = typer.Option(False, "--full", help="The bundled demo with all six recipes (no MODEL only)."),
+    overlap: Optional[str] = typer.Option(None, "--overlap", metavar="auto|on|off",
+                                          help="Validate each variant while the next ones quantize (auto: on a GPU)."),
+    workers: Optional[str] = typer.Option(None, "--workers", metavar="N|auto",
+                                          help="Quantize workers at once (auto: as many as the GPU's memory holds)."),
 ) -> None:
     """Quantize, validate, render cards and publish MODEL's variants."""
     from bot.stages.pipeline import publish_model
@@ -47,7 +52,8 @@ def publish(
         runs_dir=runs_dir, recipes_file=recipes_file, calibration__file=calibration, calibration__samples=samples,
         calibration__seq_len=seq_len, validate__tasks=tasks.split(",") if tasks else None,
         validate__limit=parse_limit_option(limit), validate__backend=backend, device=device, hub_target=target,
-        namespace=namespace, private=private, templates_dir=templates,
+        namespace=namespace, private=private, templates_dir=templates, pipeline__overlap=overlap,
+        quantize_workers=workers,
     )
     demo = model is None
     if demo:  # the demo: its CPU-sized settings are the profile layer (env and flags still win)
@@ -71,10 +77,10 @@ def publish(
              v.reason or ("no change: nothing committed" if v.changed is False else "")) for v in result.variants]
     print_table(f"{result.model_id}@{result.revision[:12]}" + (" (dry run)" if dry_run else ""),
                 ("variant", "state", "repo", "commit", "note"), rows)
+    rundir = RunDir(result.run_dir)
+    if rundir.timeline_chart_path.is_file():
+        say(f"timeline of the run: {rundir.timeline_chart_path} (record: {rundir.timeline_path.name})")
     if dry_run:
-        from bot.rundir import RunDir
-
-        rundir = RunDir(result.run_dir)
         for v in result.variants:
             readme = rundir.card_dir(v.variant) / "README.md"
             if v.state == "planned" and readme.is_file():

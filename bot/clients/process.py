@@ -11,8 +11,10 @@ import json
 import os
 import re
 import signal
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,12 +112,15 @@ def run_worker(
     timeout_s: float | None = None,
     env: dict[str, str] | None = None,
     on_line: Callable[[dict], None] | None = None,
+    groups: "ProcessGroups | None" = None,
 ) -> WorkerRun:
     """Start `python -m bot.workers.<module> job_path`; JSON lines on stdout go to `on_line` (progress), everything
-    else to the log. The child gets its own process group, so a timeout or Ctrl-C ends it and its children."""
+    else to the log. The child gets its own process group, so a timeout or Ctrl-C ends it and its children; with
+    `groups`, that group is registered there while it runs (paused and ended together with the others)."""
     job_path.parent.mkdir(parents=True, exist_ok=True)
     job_path.write_text(json.dumps(job, indent=2, default=str), encoding="utf-8")
-    return run_module(python, module, [str(job_path)], log_path, timeout_s=timeout_s, env=env, on_line=on_line)
+    return run_module(python, module, [str(job_path)], log_path, timeout_s=timeout_s, env=env, on_line=on_line,
+                      groups=groups)
 
 
 def run_module(
@@ -127,6 +132,7 @@ def run_module(
     timeout_s: float | None = None,
     env: dict[str, str] | None = None,
     on_line: Callable[[dict], None] | None = None,
+    groups: "ProcessGroups | None" = None,
 ) -> WorkerRun:
     """`python -m bot.workers.<module> ARGS` as `run_worker` runs it (scrubbed environment, own process group,
     killed with the bot, output appended to `log_path`), for a worker that takes its arguments on the command line."""
@@ -140,6 +146,8 @@ def run_module(
             stdout=subprocess.PIPE, stderr=log, text=True, env=worker_env(env), start_new_session=True,
             preexec_fn=_die_with_parent(),
         )
+        if groups is not None:
+            groups.add(proc.pid)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -156,6 +164,9 @@ def run_module(
         except (KeyboardInterrupt, subprocess.TimeoutExpired):
             _kill_group(proc)
             raise
+        finally:
+            if groups is not None:
+                groups.discard(proc.pid)
     return WorkerRun(proc.returncode, log_path, time.monotonic() - started)
 
 
@@ -184,6 +195,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGCONT)  # a paused group (ProcessGroups.pause) acts on SIGTERM once continued
         proc.wait(timeout=20)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:
@@ -194,3 +206,146 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def current_python() -> str:
     return sys.executable
+
+
+class ProcessGroups:
+    """The process groups of running workers (quantize workers in `bot publish`), paused together while a
+    measurement needs the device to itself and ended together when the bot stops.
+
+    `pause()` stops every group (SIGSTOP; GPU work already queued drains, nothing new is launched) and any group
+    started while paused; `resume()` continues them (SIGCONT) once every pause is matched. A pause left open
+    longer than `max_pause_s` is resumed by a timer, so a measurement that hangs cannot hold the workers forever.
+    `on_change(paused)` is told each transition (the run's timeline)."""
+
+    def __init__(self, max_pause_s: float = 900.0, on_change: Callable[[bool], None] | None = None) -> None:
+        self.max_pause_s, self.on_change = max_pause_s, on_change
+        self._pids: set[int] = set()
+        self._depth = 0
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def add(self, pid: int) -> None:
+        with self._lock:
+            self._pids.add(pid)
+            if self._depth:
+                _signal_group(pid, signal.SIGSTOP)
+
+    def discard(self, pid: int) -> None:
+        with self._lock:
+            self._pids.discard(pid)
+
+    @property
+    def paused(self) -> bool:
+        return self._depth > 0
+
+    def pause(self) -> None:
+        with self._lock:
+            self._depth += 1
+            if self._depth > 1:
+                return
+            for pid in self._pids:
+                _signal_group(pid, signal.SIGSTOP)
+            self._timer = threading.Timer(self.max_pause_s, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+        if self.on_change is not None:
+            self.on_change(True)
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                return
+            self._depth -= 1
+            if self._depth:
+                return
+            self._continue()
+        if self.on_change is not None:
+            self.on_change(False)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if not self._depth:
+                return
+            self._depth = 0
+            self._continue()
+        if self.on_change is not None:
+            self.on_change(False)
+
+    def _continue(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for pid in self._pids:
+            _signal_group(pid, signal.SIGCONT)
+
+    def terminate(self) -> None:
+        """End every group (SIGTERM, continued if paused); the threads running them see the workers exit."""
+        with self._lock:
+            self._depth = 0
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            for pid in self._pids:
+                _signal_group(pid, signal.SIGTERM)
+                _signal_group(pid, signal.SIGCONT)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ---------------------------------------------------------------- GPUs (nvidia-smi)
+
+_GPU_QUERY = "index,name,memory.total,memory.used,memory.free,utilization.gpu"
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """One GPU as nvidia-smi reports it now (memory in bytes; utilization in percent, None when not reported)."""
+
+    index: int
+    name: str
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+    utilization_pct: float | None
+
+
+def parse_gpu_query(text: str) -> list[GpuReading]:
+    """`nvidia-smi --query-gpu=index,name,memory.total,memory.used,memory.free,utilization.gpu
+    --format=csv,noheader,nounits` output (MiB and %), one GPU a line; lines that do not parse are left out."""
+    out: list[GpuReading] = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 6:
+            continue
+        try:
+            index, total, used, free = int(parts[0]), float(parts[2]), float(parts[3]), float(parts[4])
+        except ValueError:
+            continue
+        try:
+            util: float | None = float(parts[5])
+        except ValueError:  # "[N/A]" (MIG, some virtual GPUs)
+            util = None
+        out.append(GpuReading(index, parts[1], int(total * MIB), int(used * MIB), int(free * MIB), util))
+    return out
+
+
+def query_gpus(timeout_s: float = 10.0) -> list[GpuReading] | None:
+    """The GPUs of this host now, from nvidia-smi; None when there is no nvidia-smi or it fails (no GPU, no
+    driver): the caller then has no reading at all, not a reading of zero."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, f"--query-gpu={_GPU_QUERY}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return parse_gpu_query(out.stdout) or None

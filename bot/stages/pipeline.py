@@ -3,6 +3,11 @@
 Each stage reads the previous stage's manifests and skips what is already complete, so rerunning the same
 command after a crash resumes where it stopped. The run directory is locked for the duration (a lease that
 expires if its holder dies). The ledger mirrors each variant's state for `bot status` and the watcher.
+
+Quantize and validate overlap when `pipeline.overlap` says so (auto: quantize on a GPU): each variant is validated
+as soon as it is quantized (bot.stages.overlap), within the memory plan of the attempt (bot.stages.memplan); the
+validate call after it then only judges again what the overlap measured. Every attempt's quantize and validate
+go on one time axis in the run directory (timeline.json and timeline.png, bot.stages.timeline).
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ from typing import Callable
 from bot.config import Settings
 from bot.errors import BotError, GateRejected, StageError
 from bot.ledger import sync_from_run
-from bot.manifest import PublishRecord, Status
-from bot.recipes import load_recipes
+from bot.manifest import BaseManifest, PublishRecord, Status
+from bot.recipes import Recipe, load_recipes
 from bot.rundir import RunDir
 from bot.secrets import redact
 from bot.stages.model import resolve_model
@@ -69,8 +74,6 @@ def publish_model(
     from bot.ledger import Ledger
     from bot.stages.card.render import render_collection
     from bot.stages.publish import publish_collection, render_for_publish
-    from bot.stages.quantize import quantize_run
-    from bot.stages.validate.run import validate_run
 
     emit = on_event or _noop
     chosen = load_recipes(settings.recipes_file).select(recipes or settings.recipes)
@@ -83,13 +86,8 @@ def publish_model(
         if not dry_run:
             ledger.set_model(model_id, sha, "in-flight", "publishing", recipes=ids)
         try:
-            emit("stage", {"stage": "quantize"})
-            quantize_run(rundir, base, chosen, settings, on_event=quantize_events)
-            _sync(ledger, rundir, model_id, sha, ids, dry_run)
-            done = [v for v in ids if _quantized(rundir, v)]
-            if done:
-                emit("stage", {"stage": "validate"})
-                validate_run(rundir, settings, variants=done, on_event=validate_events)
+            _quantize_and_validate(rundir, base, chosen, settings, emit, quantize_events, validate_events,
+                                   sync=lambda: _sync(ledger, rundir, model_id, sha, ids, dry_run))
             _sync(ledger, rundir, model_id, sha, ids, dry_run)
             emit("stage", {"stage": "card"})
             # every repo id and which variants this run publishes are decided first: the cards link to exactly those
@@ -126,6 +124,38 @@ def publish_model(
             summary = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
             ledger.set_model(model_id, sha, "published" if result.published else "failed", summary, recipes=ids)
     return result
+
+
+def _quantize_and_validate(rundir: RunDir, base: BaseManifest, chosen: list[Recipe], settings: Settings, emit: Event,
+                           quantize_events: Callable[[dict], None] | None, validate_events: Event | None,
+                           sync: Callable[[], None]) -> None:
+    """Quantize, then validate what was quantized; overlapped when the memory plan says so. Recorded on the run's
+    timeline either way."""
+    from bot.stages.overlap import overlap_wanted, plan_run, run_overlapped
+    from bot.stages.quantize import quantize_run
+    from bot.stages.timeline import TimelineRecorder
+    from bot.stages.validate.run import validate_run
+
+    plan = plan_run(rundir, base, chosen, settings, overlap_wanted(settings))
+    mode = "overlap" if plan.overlap else "serial"
+    with TimelineRecorder(rundir, mode, plan.record(), interval_s=settings.pipeline.sample_interval_s) as timeline:
+        if plan.overlap or plan.total_bytes is not None:  # a CPU run in series has nothing to say
+            emit("plan", {"plan": plan.reason, "notes": plan.notes})
+        if plan.overlap:
+            emit("stage", {"stage": "quantize+validate"})
+            run_overlapped(rundir, base, chosen, settings, plan, timeline, quantize_events=quantize_events,
+                           validate_events=validate_events, on_note=lambda text: emit("note", {"text": text}),
+                           after_each=sync)
+        else:
+            emit("stage", {"stage": "quantize"})
+            quantize_run(rundir, base, chosen, settings, on_event=timeline.on_quantize(quantize_events),
+                         workers=plan.quantize_workers)
+        sync()
+        done = [r.id for r in chosen if _quantized(rundir, r.id)]
+        if done:  # overlapped: every model is measured already, and is judged again here
+            emit("stage", {"stage": "validate"})
+            validate_run(rundir, settings, variants=done, on_event=timeline.on_validate(validate_events),
+                         gpu_memory_utilization=plan.gpu_memory_utilization)
 
 
 def _quantized(rundir: RunDir, variant: str) -> bool:

@@ -1,7 +1,9 @@
 """The quantize stage: resolve each recipe against the base, run the quantize worker for the pending variants (the
 base is loaded once per worker; `quantize_workers` > 1 runs several workers at once on the same device, each with
 its share of the variants; `quantize_gpus` pins `quantize_workers` workers to each listed GPU), and record each
-variant's manifest. Complete variants are skipped on rerun; a failed one gets a failed manifest with the error, and
+variant's manifest as soon as its worker reports it finished (the others of that worker still running), so that a
+variant is complete, and can be validated, without waiting for its siblings. Complete variants are skipped on
+rerun; a failed one gets a failed manifest with the error, and
 never a `model/` directory."""
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bot.clients.process import WorkerRun, exit_reason, require_modules, run_worker
+from bot.clients.process import ProcessGroups, WorkerRun, exit_reason, require_modules, run_worker
 from bot.config import PROJECT_ROOT, Settings
 from bot.errors import StageError
 from bot.manifest import BaseManifest, CalibrationInfo, Hardware, QuantizeRecord, Status, VariantManifest, now_iso
 from bot.recipes import Recipe
 from bot.recipes.resolve import ResolvedRecipe, resolve
 from bot.rundir import RunDir
+from bot.stages.schedule import spread
 
 BUNDLED_CALIBRATION = PROJECT_ROOT / "bot" / "data" / "calibration.jsonl"
 QUANTIZE_MODULES = ("torch", "transformers", "llmcompressor", "compressed_tensors")
@@ -87,7 +90,15 @@ def quantize_run(
     *,
     force: bool = False,
     on_event: Callable[[dict], None] | None = None,
+    workers: int | None = None,
+    cheap_first: bool = False,
+    on_variant_done: Callable[[str], None] | None = None,
+    groups: ProcessGroups | None = None,
 ) -> list[QuantizeOutcome]:
+    """Quantize `recipes` that are not complete yet. `workers`: worker processes at once (default: the
+    `quantize_workers` setting, 1 for "auto"; still capped by host memory); `cheap_first`: each worker takes its
+    cheap variants first; `on_variant_done(variant)`: told as each variant's manifest is final (done or failed);
+    `groups`: where the workers' process groups are registered while they run (bot.stages.overlap pauses them)."""
     config = json.loads((Path(base.base.path) / "config.json").read_text(encoding="utf-8"))
     outcomes: dict[str, QuantizeOutcome] = {}
     pending: list[tuple[ResolvedRecipe, VariantManifest]] = []
@@ -113,7 +124,9 @@ def quantize_run(
             continue
         pending.append((resolved, manifest))
     if pending:
-        _run_pending(rundir, base, pending, settings, outcomes, on_event)
+        asked = workers or (settings.quantize_workers if isinstance(settings.quantize_workers, int) else 1)
+        _run_pending(rundir, base, pending, settings, outcomes, on_event,
+                     _Run(asked, cheap_first, on_variant_done, groups))
     return [outcomes[r.id] for r in recipes]
 
 
@@ -132,19 +145,13 @@ def recipe_cost(resolved: ResolvedRecipe) -> float:
     return max(costs)
 
 
-def plan_workers(pending: list[tuple[ResolvedRecipe, VariantManifest]], workers: int
+def plan_workers(pending: list[tuple[ResolvedRecipe, VariantManifest]], workers: int, *, cheap_first: bool = False
                  ) -> list[list[tuple[ResolvedRecipe, VariantManifest]]]:
     """Split the pending variants into at most `workers` groups of similar total cost (greedy, longest first);
-    each group runs in its own worker process, which loads the base once for its variants."""
-    n = max(1, min(workers, len(pending)))
-    groups: list[list[tuple[ResolvedRecipe, VariantManifest]]] = [[] for _ in range(n)]
-    load = [0.0] * n
-    for cost, item in sorted(((recipe_cost(it[0]), it) for it in pending), key=lambda ci: -ci[0]):
-        i = load.index(min(load))
-        groups[i].append(item)
-        load[i] += cost
-    order = {it[0].recipe.id: k for k, it in enumerate(pending)}
-    return [sorted(g, key=lambda it: order[it[0].recipe.id]) for g in groups if g]
+    each group runs in its own worker process, which loads the base once for its variants, in the recipe order
+    (or cheapest first with `cheap_first`)."""
+    groups = spread([recipe_cost(r) for r, _ in pending], workers, cheap_first=cheap_first)
+    return [[pending[i] for i in g] for g in groups]
 
 
 def worker_pins(workers: int, gpus: list[int]) -> list[str | None]:
@@ -186,35 +193,47 @@ def workers_that_fit(requested: int, model_bytes: int | None, available: int | N
                  f"memory and {available / 1e9:.1f} GB is available")
 
 
+@dataclass(frozen=True)
+class _Run:
+    workers: int
+    cheap_first: bool = False
+    on_variant_done: Callable[[str], None] | None = None
+    groups: ProcessGroups | None = None
+
+
 def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[ResolvedRecipe, VariantManifest]],
-                 settings: Settings, outcomes: dict[str, QuantizeOutcome], on_event) -> None:
+                 settings: Settings, outcomes: dict[str, QuantizeOutcome], on_event, how: _Run) -> None:
     require_modules("quantize", settings.quantize_python, QUANTIZE_MODULES)
-    requested = settings.quantize_workers * max(1, len(settings.quantize_gpus))  # per GPU when GPUs are listed
+    requested = how.workers * max(1, len(settings.quantize_gpus))  # per GPU when GPUs are listed
     workers, note = workers_that_fit(min(requested, len(pending)), base.base.size_bytes, available_memory())
     if note and on_event is not None:
         on_event({"event": "note", "message": note})
-    groups = plan_workers(pending, workers)
+    groups = plan_workers(pending, workers, cheap_first=how.cheap_first)
     pins = worker_pins(len(groups), list(settings.quantize_gpus))
     if on_event is not None:  # each recipe's relative cost: the display's time estimates
         on_event({"event": "plan", "workers": len(groups), "costs": {r.recipe.id: recipe_cost(r) for r, _ in pending},
                   "gpus": {r.recipe.id: pins[i] for i, g in enumerate(groups) for r, _ in g if pins[i] is not None}})
-    runs: list[WorkerRun | None] = [None] * len(groups)
     lock = threading.Lock()
-
-    def events(event: dict) -> None:
-        if on_event is not None:
-            with lock:  # progress lines from several workers reach one display
-                on_event(event)
+    collect = _Collector(rundir, groups, outcomes, how.on_variant_done, pins, settings.device)
 
     def start(index: int, group: list[tuple[ResolvedRecipe, VariantManifest]]) -> None:
         suffix = f"-{index}" if len(groups) > 1 else ""
         job = _job(rundir, base, group, settings)
         if pins[index] is not None:
             job["visible_devices"] = pins[index]  # recorded in the job file; the worker reads its environment
-        runs[index] = run_worker(settings.quantize_python, "quantize_worker", job,
-                                 rundir.root / "jobs" / f"quantize{suffix}.json", rundir.logs_dir / f"quantize{suffix}.log",
-                                 env={"CUDA_VISIBLE_DEVICES": pins[index]} if pins[index] is not None else None,
-                                 on_line=events)
+
+        def events(event: dict) -> None:
+            if on_event is not None:
+                with lock:  # progress lines from several workers reach one display
+                    on_event({**event, "worker": index})
+            if event.get("event") == "end" and event.get("variant"):
+                collect.one(event["variant"], None)  # its result file is written: final now
+
+        run = run_worker(settings.quantize_python, "quantize_worker", job, rundir.root / "jobs" / f"quantize{suffix}.json",
+                         rundir.logs_dir / f"quantize{suffix}.log", on_line=events, groups=how.groups,
+                         env={"CUDA_VISIBLE_DEVICES": pins[index]} if pins[index] is not None else None)
+        for resolved, _ in group:  # what the worker did not report: failed, with its exit and log
+            collect.one(resolved.recipe.id, run)
 
     if len(groups) == 1:
         start(0, groups[0])
@@ -222,7 +241,6 @@ def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[Resolve
         with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="quantize") as pool:
             for future in [pool.submit(start, i, g) for i, g in enumerate(groups)]:
                 future.result()
-    _collect(rundir, groups, runs, outcomes, pins, settings.device)
 
 
 def _job(rundir: RunDir, base: BaseManifest, group: list[tuple[ResolvedRecipe, VariantManifest]],
@@ -252,30 +270,55 @@ def _job(rundir: RunDir, base: BaseManifest, group: list[tuple[ResolvedRecipe, V
     return job
 
 
-def _collect(rundir: RunDir, groups: list[list[tuple[ResolvedRecipe, VariantManifest]]], runs: list[WorkerRun],
-             outcomes: dict[str, QuantizeOutcome], pins: list[str | None], device: str) -> None:
-    group_of = {r.recipe.id: i for i, g in enumerate(groups) for r, _ in g}
-    for resolved, manifest in (item for g in groups for item in g):
-        vid = resolved.recipe.id
-        run = runs[group_of[vid]]
-        shared = set(sharing(group_of[vid], pins, device))
-        others = [other for other, i in group_of.items() if i in shared]  # on the same device at the same time
-        result_path = rundir.variant_dir(vid) / "quantize-result.json"
-        result = json.loads(result_path.read_text()) if result_path.is_file() else None
+class _Collector:
+    """Makes each variant's manifest final once: when its worker reports it finished, or when the worker exits."""
+
+    def __init__(self, rundir: RunDir, groups: list[list[tuple[ResolvedRecipe, VariantManifest]]],
+                 outcomes: dict[str, QuantizeOutcome], on_done: Callable[[str], None] | None,
+                 pins: list[str | None], device: str) -> None:
+        self.rundir, self.outcomes, self.on_done = rundir, outcomes, on_done
+        self.pins, self.device = pins, device
+        self.items = {r.recipe.id: (r, m) for g in groups for r, m in g}
+        self.group_of = {r.recipe.id: i for i, g in enumerate(groups) for r, _ in g}
+        self.lock = threading.Lock()
+
+    def one(self, vid: str, run: WorkerRun | None) -> None:
+        """Record `vid` from its result file; with `run` (the worker has exited) a missing result is a failure."""
+        with self.lock:
+            if vid in self.outcomes or vid not in self.items:
+                return
+            resolved, manifest = self.items[vid]
+            result_path = self.rundir.variant_dir(vid) / "quantize-result.json"
+            result = json.loads(result_path.read_text()) if result_path.is_file() else None
+            if result is None and run is None:
+                return
+            self._record(vid, resolved, manifest, result, run)
+        if self.on_done is not None:
+            self.on_done(vid)
+
+    def _record(self, vid: str, resolved: ResolvedRecipe, manifest: VariantManifest, result: dict | None,
+                run: WorkerRun | None) -> None:
+        rundir = self.rundir
+        shared = set(sharing(self.group_of[vid], self.pins, self.device))
+        others = [o for o, i in self.group_of.items() if i in shared]  # on the same device at the same time
         if result and result.get("status") == "done":
             rundir.promote_partial(vid)
+            started = manifest.quantize.started_at
             manifest.quantize = _record_from_result(resolved, result)
-            manifest.quantize.started_at = manifest.quantize.started_at or now_iso()
+            manifest.quantize.started_at = started or now_iso()
             manifest.quantize.concurrent_with = others
-            outcomes[vid] = QuantizeOutcome(vid, Status.done, False)
+            self.outcomes[vid] = QuantizeOutcome(vid, Status.done, False)
         else:
             rundir.discard_partial(vid)
-            error = (result or {}).get("error") or f"quantize worker {exit_reason(run.returncode)} before this variant finished"
+            code = run.returncode if run is not None else None
+            error = (result or {}).get("error") or f"quantize worker {exit_reason(code)} before this variant finished"
             manifest.quantize.status = Status.failed
             manifest.quantize.error = error
             manifest.quantize.finished_at = now_iso()
-            manifest.quantize.hint = f"see {run.log_path.relative_to(rundir.root)} in the run directory; rerun to retry"
+            log = rundir.logs_dir / ("quantize.log" if len(set(self.group_of.values())) == 1
+                                     else f"quantize-{self.group_of[vid]}.log")
+            manifest.quantize.hint = f"see {log.relative_to(rundir.root)} in the run directory; rerun to retry"
             if result:
                 manifest.quantize.versions = result.get("versions", {})
-            outcomes[vid] = QuantizeOutcome(vid, Status.failed, False, error)
+            self.outcomes[vid] = QuantizeOutcome(vid, Status.failed, False, error)
         rundir.write_variant(manifest)

@@ -20,7 +20,7 @@ from typing import Any
 
 from bot.workers.validate_common import (
     Stopwatch, batch1_summary, batched_summary, cpu_name, current_rss_bytes, fit_lengths, generation_record,
-    read_config, resolve_max_model_len, synthetic_prompts,
+    measure_speed, read_config, resolve_max_model_len, synthetic_prompts,
 )
 
 
@@ -221,7 +221,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         return result
     result["generations"], result["chat_template_applied"] = generate(model, tok, job)
     if job.get("speed"):
-        result["speed"] = speed(model, tok, job, load_rec.get("max_model_len"))
+        result["speed"] = measure_speed(speed, model, tok, job, load_rec.get("max_model_len"))
     return result
 
 

@@ -189,6 +189,21 @@ def end_children(timeout_s: float = 15.0) -> list[int]:
     return [c.pid for c in children]
 
 
+def announce(event: str, **fields: Any) -> None:
+    """A progress line on stdout (JSON), read by the stage while the worker runs."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def measure_speed(measure: Any, *args: Any) -> dict[str, Any]:
+    """`measure(*args)` between `speed` start and end lines: `bot publish` pauses the quantize workers sharing the
+    device meanwhile (bot.stages.validate.measure), so the figures are the model's alone."""
+    announce("speed", phase="start")
+    try:
+        return measure(*args)
+    finally:
+        announce("speed", phase="end")
+
+
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
     """Atomic write (temp + rename): the stage never reads half a result."""
     target = Path(path)

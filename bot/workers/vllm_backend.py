@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.workers.validate_common import (
     Stopwatch, batch1_summary, batched_summary, fit_lengths, generation_record, read_config, resolve_max_model_len,
-    synthetic_prompts,
+    measure_speed, synthetic_prompts,
 )
 
 # Environment for the engine: apply_model ships a function to the EngineCore (pickled by reference to this
@@ -196,7 +196,7 @@ def run(job: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         return result, None
     result["generations"], result["chat_template_applied"] = generate(llm, job)
     if job.get("speed"):
-        result["speed"] = speed(llm, job, load_rec.get("max_model_len"))
+        result["speed"] = measure_speed(speed, llm, job, load_rec.get("max_model_len"))
     return result, llm
 
 

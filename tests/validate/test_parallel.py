@@ -215,7 +215,8 @@ def run_stage(tmp_path: Path, path: Path, the_plan: Plan, settings: Settings | N
     """ModelValidation.run with the two workers replaced by recorders of the jobs they are given."""
     jobs: dict[str, dict[str, Any]] = {}
 
-    def call(self, module: str, kind: str, job: dict[str, Any], rec: ValidateRecord, timing: str) -> dict[str, Any]:
+    def call(self, module: str, kind: str, job: dict[str, Any], rec: ValidateRecord, timing: str,
+             **_worker_options: Any) -> dict[str, Any]:
         jobs[kind] = dict(job)
         if kind == "validate":
             return {"status": "done", "load": {"ok": True, "backend": "vllm", "max_model_len": 4096}}

@@ -27,21 +27,26 @@ def last_run(log_text: str) -> str:
     return log_text[at:] if at >= 0 else log_text
 
 
+_NO_KV_CAUSE = "vLLM found no GPU memory left for the KV cache"
+_PROFILE_CAUSE = "vLLM's memory profile was upset by another process"
+_OOM_CAUSE = "the GPU ran out of memory while the engine started"
+
+
 def root_cause(log_text: str) -> str | None:
     text = last_run(log_text)
     negative = _NEGATIVE_KV.search(text)
     if negative or _NO_KV in text:
         amount = f" ({negative.group(1)} GiB)" if negative else ""
-        return (f"vLLM found no GPU memory left for the KV cache{amount}: another process took GPU memory while "
+        return (f"{_NO_KV_CAUSE}{amount}: another process took GPU memory while "
                 "this engine started, or validate.speed.gpu_memory_utilization is too small for the weights; "
                 "validate with the GPU to itself, or raise it")
     shifted = _PROFILING.search(text)
     if shifted:
-        return (f"vLLM's memory profile was upset by another process (free GPU memory went from {shifted.group(1)} "
+        return (f"{_PROFILE_CAUSE} (free GPU memory went from {shifted.group(1)} "
                 f"to {shifted.group(2)} GiB while this engine started): validate with the GPU to itself")
     oom = _OOM.search(text)
     if oom:
-        return f"the GPU ran out of memory while the engine started: {oom.group(0)[:200]}"
+        return f"{_OOM_CAUSE}: {oom.group(0)[:200]}"
     errors = _ERROR_LINE.findall(text)
     return f"engine error: {errors[-1][:300]}" if errors else None
 
@@ -52,3 +57,9 @@ def explain_load_error(error: str | None, log_path: Path) -> str | None:
         return error
     cause = root_cause(log_path.read_text(errors="replace"))
     return f"{cause} [{error}]" if cause and cause not in error else error
+
+
+def contended(error: str | None) -> bool:
+    """The load error names a cause that other processes on the GPU can produce (memory taken or released
+    while the engine started): with the GPU to itself, the same checkpoint may load."""
+    return bool(error) and any(cause in error for cause in (_NO_KV_CAUSE, _PROFILE_CAUSE, _OOM_CAUSE))

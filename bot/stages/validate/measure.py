@@ -12,7 +12,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from pydantic import ValidationError
 
@@ -71,11 +71,18 @@ class ModelValidation:
     """Runs both workers for one model dir and fills its record, saving after each step through `save`."""
 
     def __init__(self, rundir: RunDir, settings: Settings, plan: Plan, name: str, model_path: Path,
-                 save: Callable[[], None], on_event: EventFn, trust_remote_code: bool = False) -> None:
+                 save: Callable[[], None], on_event: EventFn, trust_remote_code: bool = False,
+                 sharing: Sharing | None = None) -> None:
         self.rundir, self.settings, self.plan, self.name = rundir, settings, plan, name
         self.folder = rundir.base_dir if name == BASE else rundir.variant_dir(name)
         self.model_path, self.save, self.on_event, self.trust = model_path, save, on_event, trust_remote_code
+        self.sharing = sharing
         self._tp_choice: TPChoice | None = None
+
+    @property
+    def utilization(self) -> float:
+        """The share of the GPU the engines get: the plan's (bot publish may have planned it), else the setting."""
+        return float(self.plan.speed.get("gpu_memory_utilization", self.settings.validate.speed.gpu_memory_utilization))
 
     def _paths(self, kind: str) -> tuple[Path, Path, Path]:
         jobs = self.rundir.root / "jobs"
@@ -97,7 +104,7 @@ class ModelValidation:
         try:
             self._tp_choice = choose_tp(
                 weights_size(self.model_path), ModelShape.from_config(cfg),
-                [int(g["memory_bytes"]) for g in self.plan.env.gpus], v.speed.gpu_memory_utilization,
+                [int(g["memory_bytes"]) for g in self.plan.env.gpus], self.utilization,
                 max_len=resolve_max_model_len(v.speed.max_model_len, cfg),
                 kv_bytes_per_value=kv_dtype_bytes(v.speed.kv_cache_dtype),
                 reserve_bytes=int(v.tensor_parallel_reserve_gib * GIB), requested=v.tensor_parallel_size)
@@ -117,7 +124,8 @@ class ModelValidation:
         return self._call(module, kind, job, rec, timing, env=env)
 
     def _call(self, module: str, kind: str, job: dict[str, Any], rec: ValidateRecord, timing: str,
-              python: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+              python: str | None = None, env: dict[str, str] | None = None,
+              on_line: Callable[[dict], None] | None = None) -> dict[str, Any]:
         """Run one worker (in the serve interpreter unless `python` says, with `env` added to its environment); on
         success its wall time goes into `rec.timings[timing]`. Raises WorkerFailed with the log's tail."""
         job_path, result_path, log_path = self._paths(kind)
@@ -127,7 +135,7 @@ class ModelValidation:
         timeout = self.settings.validate.worker_timeout_s
         try:
             run: WorkerRun | None = run_worker(python or self.settings.serve_python, module, job, job_path, log_path,
-                                               timeout_s=timeout, env=env)
+                                               timeout_s=timeout, env=env, on_line=on_line)
         except subprocess.TimeoutExpired:
             raise WorkerFailed(f"{module} timed out after {timeout} s", hint) from None
         except OSError as exc:
@@ -148,7 +156,8 @@ class ModelValidation:
                "trust_remote_code": self.trust, "seed": 0}
         on = f", tp={self.tensor_parallel().size}" if self.tensor_parallel().size > 1 else ""
         self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend}{on})"})
-        res = self._call("validate_worker", "validate", job, rec, "runtime_worker")
+        with _QuietSpeed(self.sharing) as quiet:
+            res = self._call("validate_worker", "validate", job, rec, "runtime_worker", on_line=quiet.on_line)
         load = dict(res.get("load") or {})
         if load.get("ok") is False:
             load["error"] = explain_load_error(load.get("error"), self._paths("validate")[2])
@@ -174,7 +183,7 @@ class ModelValidation:
         job = {"backend": self.plan.backend, "model_path": str(self.model_path), "tasks": self.plan.tasks,
                "limit": limit, "num_fewshot": self.plan.num_fewshot, "batch_size": self._batch_size(),
                "device": self.plan.device, "dtype": "auto", "tensor_parallel_size": self.tensor_parallel().size,
-               "gpu_memory_utilization": v.speed.gpu_memory_utilization, "max_model_len": max_len,
+               "gpu_memory_utilization": self.utilization, "max_model_len": max_len,
                "enforce_eager": v.speed.enforce_eager, "apply_chat_template": chat,
                "fewshot_as_multiturn": chat, "samples_path": str(samples),  # the worker applies it per task
                "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
@@ -205,7 +214,7 @@ class ModelValidation:
                "variants": [{"name": n, "model_path": str(p)} for n, p in variants.items()],
                "text_path": str(HELDOUT_TEXT), "tokens": f.tokens, "window": f.window, "trust_remote_code": self.trust}
         self.on_event("phase", {"model": self.name, "phase": f"fidelity of {len(variants)} variant(s) on "
-                                                             f"{f.tokens} held-out tokens"})
+                                                             f"{f.tokens} held-out tokens", "variants": list(variants)})
         return self._call("fidelity_worker", "fidelity", job, rec, "fidelity_worker",
                           python=self.settings.quantize_python)
 
@@ -230,6 +239,42 @@ class ModelValidation:
             self.accuracy(rec)
 
 
+class Sharing(Protocol):
+    """The quantize workers sharing the device with validation (bot.stages.overlap): what runs, and a pause."""
+
+    def running(self) -> list[str]: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+class _QuietSpeed:
+    """While the validate worker measures speed (its `speed` start/end events), the workers sharing the device are
+    paused: a speed figure is never taken with quantization running next to it. Resumed however the worker ends."""
+
+    def __init__(self, sharing: Sharing | None) -> None:
+        self.sharing, self.paused = sharing, False
+
+    def __enter__(self) -> "_QuietSpeed":
+        return self
+
+    def on_line(self, event: dict) -> None:
+        if self.sharing is None or event.get("event") != "speed":
+            return
+        if event.get("phase") == "start" and not self.paused:
+            self.sharing.pause()
+            self.paused = True
+        elif event.get("phase") == "end" and self.paused:
+            self.sharing.resume()
+            self.paused = False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.paused and self.sharing is not None:
+            self.sharing.resume()
+            self.paused = False
+
+
 def _useful_tail(text: str, lines: int = 20) -> str:
     """The log's last lines without progress bars (tqdm redraws) and blank lines."""
     keep = [ln for ln in text.splitlines() if ln.strip() and not _PROGRESS.search(ln)]
@@ -250,13 +295,16 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def start_record(rec: ValidateRecord, plan: Plan) -> None:
+def start_record(rec: ValidateRecord, plan: Plan, sharing: Sharing | None = None) -> None:
     rec.status, rec.started_at, rec.finished_at = Status.running, now_iso(), None
     rec.error = rec.hint = None
     rec.backend = plan.backend
+    rec.concurrent_with = sharing.running() if sharing is not None else []
 
 
-def finish_record(rec: ValidateRecord, error: WorkerFailed | None) -> None:
+def finish_record(rec: ValidateRecord, error: WorkerFailed | None, sharing: Sharing | None = None) -> None:
+    if sharing is not None:
+        rec.concurrent_with = list(dict.fromkeys([*rec.concurrent_with, *sharing.running()]))
     rec.finished_at = now_iso()
     if error is None:
         rec.status, rec.validated_at = Status.done, rec.finished_at

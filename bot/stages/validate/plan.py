@@ -14,6 +14,7 @@ from typing import Any
 from bot.clients.serve_env import ServeEnv, choose_backend, probe, speed_label
 from bot.config import WHOLE_TASK, Settings, ValidateSettings
 from bot.manifest import AccuracyRecord, Status, ValidateRecord
+from bot.stages.validate.engine_errors import contended
 
 BUNDLED_TASKS_DIR = Path(__file__).resolve().parents[2] / "data" / "tasks"
 BUNDLED_TASKS = ["bot_mc_facts", "bot_wikitext_mini"]
@@ -39,7 +40,10 @@ class Plan:
     speed: dict[str, Any]  # what the validate worker is asked for (capped on CPU)
 
 
-def plan_for(settings: Settings) -> Plan:
+def plan_for(settings: Settings, gpu_memory_utilization: float | None = None) -> Plan:
+    """The plan of one call. `gpu_memory_utilization`: the share of the GPU the vLLM engines get in this call,
+    when `bot publish` planned it (bot.stages.memplan: quantize workers hold the rest); it is part of what the
+    speed measurement asked for, so a model measured at another share is measured again."""
     v = settings.validate
     env = probe(settings.serve_python)
     backend, device = choose_backend(v.backend, env, settings.device)
@@ -50,6 +54,8 @@ def plan_for(settings: Settings) -> Plan:
     speed = v.speed.model_dump()
     if device == "cpu":
         speed.update({k: min(int(speed[k]), cap) for k, cap in CPU_SPEED.items()})
+    if gpu_memory_utilization is not None and backend == "vllm":
+        speed["gpu_memory_utilization"] = gpu_memory_utilization
     limit = None if v.limit == WHOLE_TASK else v.limit
     return Plan(backend, device, speed_label(backend, device), tasks, limit, v.num_fewshot, includes, env,
                 list(v.prompts), v.max_new_tokens, speed)
@@ -79,9 +85,10 @@ def runtime_matches(rec: ValidateRecord | None, plan: Plan) -> bool:
 
 def is_current(rec: ValidateRecord | None, plan: Plan) -> bool:
     """Done with the same backend and the same measurements: nothing to redo. A model that did not load stays
-    rejected until --force."""
+    rejected until --force, unless it failed to start while quantize workers shared the GPU and the engine's log
+    blames the memory other processes moved: that is measured again (by then with the GPU to itself)."""
     if rec is None or rec.status != Status.done or rec.backend != plan.backend:
         return False
     if rec.load is not None and not rec.load.ok:
-        return True
+        return not (rec.concurrent_with and contended(rec.load.error))
     return runtime_matches(rec, plan) and eval_matches(rec.accuracy, plan)

@@ -28,7 +28,7 @@ from bot.stages.validate import fidelity as fid
 from bot.stages.validate.compare import hardware_compat
 from bot.stages.validate.judge import can_grow, judge
 from bot.stages.validate.measure import (
-    BASE, ModelValidation, WorkerFailed, finish_record, start_record, recipe_for, weights_size,
+    BASE, ModelValidation, Sharing, WorkerFailed, finish_record, start_record, recipe_for, weights_size,
 )
 from bot.stages.validate.plan import Plan, is_current, plan_for, runtime_matches
 
@@ -66,7 +66,7 @@ def _fresh_or_resumed(kind: type, prev: ValidateRecord | None, plan: Plan, force
 def _measure(work: ModelValidation, rec: ValidateRecord, reuse: bool) -> WorkerFailed | None:
     """Mark `rec` running, run the workers, and return what failed (None when all ran). An interrupt leaves the
     record failed with a resume hint, saved, and goes on up."""
-    start_record(rec, work.plan)
+    start_record(rec, work.plan, work.sharing)
     work.save()
     work.on_event("model-start", {"model": work.name})
     try:
@@ -74,13 +74,15 @@ def _measure(work: ModelValidation, rec: ValidateRecord, reuse: bool) -> WorkerF
     except WorkerFailed as exc:
         return exc
     except KeyboardInterrupt:
-        finish_record(rec, WorkerFailed("interrupted", f"rerun `bot validate {work.rundir.root}` to resume"))
+        finish_record(rec, WorkerFailed("interrupted", f"rerun `bot validate {work.rundir.root}` to resume"),
+                      work.sharing)
         work.save()
         raise
     return None
 
 
-def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, emit: EventFn) -> _Model:
+def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, emit: EventFn,
+                   sharing: Sharing | None = None) -> _Model:
     manifest = rundir.read_base()
     assert manifest is not None
     prev = manifest.validate_
@@ -91,7 +93,7 @@ def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, 
         rundir.write_base(manifest)
 
     work = ModelValidation(rundir, settings, plan, BASE, Path(manifest.base.path), save, emit,
-                           manifest.base.trust_remote_code)
+                           manifest.base.trust_remote_code, sharing)
     if _skip_current(BASE, prev, plan, force, emit):
         holder["rec"] = prev
         return _Model(BASE, prev, work, manifest, measured=False)
@@ -101,7 +103,7 @@ def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, 
     if error is None and rec.load is not None and not rec.load.ok:
         error = WorkerFailed(f"the base model does not load in {plan.backend}: {rec.load.error}",
                              f"see {rundir.logs_dir / 'validate-base.log'}")
-    finish_record(rec, error)
+    finish_record(rec, error, sharing)
     save()
     emit("model-end", {"model": BASE, "status": rec.status.value, "state": rec.status.value})
     if error is not None:
@@ -110,7 +112,7 @@ def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, 
 
 
 def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: str, trust: bool, force: bool,
-                      emit: EventFn) -> _Model | None:
+                      emit: EventFn, sharing: Sharing | None = None) -> _Model | None:
     """Measure one variant (no verdict yet); None when it cannot be validated (not quantized)."""
     manifest = rundir.read_variant(variant)
     assert manifest is not None
@@ -127,7 +129,7 @@ def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: s
     def save() -> None:
         rundir.write_variant(manifest)
 
-    work = ModelValidation(rundir, settings, plan, variant, rundir.model_dir(variant), save, emit, trust)
+    work = ModelValidation(rundir, settings, plan, variant, rundir.model_dir(variant), save, emit, trust, sharing)
     prev = manifest.validate_
     if _skip_current(variant, prev, plan, force, emit):
         return _Model(variant, prev, work, manifest, measured=False)
@@ -137,7 +139,7 @@ def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: s
     error = _measure(work, rec, reuse)
     recipe = recipe_for(manifest, settings)
     rec.hardware_verdict = hardware_compat(recipe, rec.hardware, rec.load.kernel if rec.load else None)
-    finish_record(rec, error)
+    finish_record(rec, error, sharing)
     save()
     return _Model(variant, rec, work, manifest, measured=True)
 
@@ -193,8 +195,11 @@ def _more_rounds(base: _Model, variants: list[_Model], rundir: RunDir, settings:
 
 
 def validate_run(rundir: RunDir, settings: Settings, variants: list[str] | None = None, force: bool = False, *,
-                 on_event: EventFn | None = None) -> list[VariantValidateRecord]:
+                 on_event: EventFn | None = None, gpu_memory_utilization: float | None = None,
+                 sharing: Sharing | None = None) -> list[VariantValidateRecord]:
     """Validate the base (once per run) and the selected variants (default: all); returns the variants' records.
+    `gpu_memory_utilization` and `sharing` come from `bot publish` when it overlaps the stages (bot.stages.overlap):
+    the engines' planned share of the GPU, and the quantize workers running next to this call.
 
     Raises ModelError for a run dir without a base manifest or an unknown variant, EnvironmentMissingError when
     the serve interpreter cannot run the chosen backend, StageError when the base itself fails (nothing can be
@@ -211,12 +216,13 @@ def validate_run(rundir: RunDir, settings: Settings, variants: list[str] | None 
     if missing:
         raise ModelError(f"no variant {', '.join(repr(m) for m in missing)} in {rundir.root}",
                          hint=f"variants there: {', '.join(available) or 'none (run `bot quantize` first)'}")
-    plan = plan_for(settings)
+    plan = plan_for(settings, gpu_memory_utilization)
     emit("plan", {"backend": plan.backend, "device": plan.device, "tasks": plan.tasks, "limit": plan.limit,
                   "models": [BASE, *selected]})
-    base = _validate_base(rundir, settings, plan, force, emit)
+    base = _validate_base(rundir, settings, plan, force, emit, sharing)
     trust = base_manifest.base.trust_remote_code
-    measured = [m for v in selected if (m := _validate_variant(rundir, settings, plan, v, trust, force, emit))]
+    measured = [m for v in selected
+                if (m := _validate_variant(rundir, settings, plan, v, trust, force, emit, sharing))]
     _fidelity(base, measured, settings, force)
     done = [m for m in measured if m.rec.status == Status.done]
     for m in done:
@@ -232,6 +238,20 @@ def validate_run(rundir: RunDir, settings: Settings, variants: list[str] | None 
         if variant not in selected:
             _recompare(rundir, settings, variant, base, emit)
     return [rundir.read_variant(v).validate_ for v in selected]
+
+
+def validate_base(rundir: RunDir, settings: Settings, *, on_event: EventFn | None = None,
+                  gpu_memory_utilization: float | None = None, sharing: Sharing | None = None) -> ValidateRecord:
+    """The base alone (skipped when current), so that `bot publish` can measure it while the first variants are
+    still quantizing; StageError when it fails, as in `validate_run`."""
+    emit = on_event or (lambda _event, _data: None)
+    if rundir.read_base() is None:
+        raise ModelError(f"{rundir.root} has no base/manifest.json: not a run directory",
+                         hint="pass a run directory made by `bot quantize` (runs/<org>--<name>@<sha>)")
+    plan = plan_for(settings, gpu_memory_utilization)
+    emit("plan", {"backend": plan.backend, "device": plan.device, "tasks": plan.tasks, "limit": plan.limit,
+                  "models": [BASE]})
+    return _validate_base(rundir, settings, plan, False, emit, sharing).rec
 
 
 def _recompare(rundir: RunDir, settings: Settings, variant: str, base: _Model, emit: EventFn) -> None:
