@@ -124,7 +124,7 @@ def quantize_run(
             continue
         pending.append((resolved, manifest))
     if pending:
-        asked = workers or (settings.quantize_workers if isinstance(settings.quantize_workers, int) else 1)
+        asked = workers or workers_per_device(settings)
         _run_pending(rundir, base, pending, settings, outcomes, on_event,
                      _Run(asked, cheap_first, on_variant_done, groups))
     return [outcomes[r.id] for r in recipes]
@@ -143,6 +143,12 @@ def recipe_cost(resolved: ResolvedRecipe) -> float:
             cost = max(1.0, cost * float(getattr(mod, "iters", None) or 200) / 200)
         costs.append(cost)
     return max(costs)
+
+
+def workers_per_device(settings: Settings) -> int:
+    """The `quantize_workers` setting as this stage applies it: "auto" is 1 here (`bot publish` with overlap
+    chooses from the GPU's memory, bot.stages.overlap, and passes its own number)."""
+    return settings.quantize_workers if isinstance(settings.quantize_workers, int) else 1
 
 
 def plan_workers(pending: list[tuple[ResolvedRecipe, VariantManifest]], workers: int, *, cheap_first: bool = False
