@@ -89,9 +89,9 @@ def publish(
         say(f"local Hub target: {settings.local_hub_root() / 'index.html'}")
     if demo and not dry_run:  # the newcomer sees the status page too (`bot status --html DIR` anywhere else)
         from bot.stages.demo import status_site_dir
-        from bot.stages.status_page import model as page_model, render as page_render
+        from bot.stages.status_page.render import build_site
 
-        index = page_render.write_site(page_model.collect_site(settings), settings, status_site_dir(settings))
+        index = build_site(settings, status_site_dir(settings))
         say(f"status page: {index}")
     if not result.published and not dry_run:
         why = "; ".join(f"{v.variant} {v.state}" + (f": {v.reason.splitlines()[0][:160]}" if v.reason else "")

@@ -81,9 +81,9 @@ def status(
     settings = load_settings(watchlist_defaults=defaults, cli={"runs_dir": runs_dir} if runs_dir else None,
                              source=str(watchlist))
     if html is not None:
-        from bot.stages.status_page import model as page_model, render as page_render
+        from bot.stages.status_page.render import build_site
 
-        index = page_render.write_site(page_model.collect_site(settings), settings, html)
+        index = build_site(settings, html)
         write(out, f"status site written: {index}")
     rows = collect_status(settings, model)
     if not rows:

@@ -48,19 +48,16 @@ def demo_profile(full: bool = False) -> dict[str, Any]:
     """The demo's settings: the profile layer of `bot.config.load_settings` (above the watchlist's `defaults:`,
     below BOT_* and the command line, so `BOT_VALIDATE__LIMIT=100 bot publish` evaluates 100 samples).
     Quick (default): two recipes, smaller calibration and held-out budget; `full`: all six recipes."""
-    if full:
-        return {
-            "recipes_file": DEMO_RECIPES,
-            "calibration": {"file": DEMO_CALIBRATION, "samples": 32, "seq_len": 256},
-            "validate": {"limit": 40},
-        }
-    return {
+    profile: dict[str, Any] = {
         "recipes_file": DEMO_RECIPES,
-        "recipes": list(QUICK_RECIPES),
-        "calibration": {"file": DEMO_CALIBRATION, "samples": 16, "seq_len": 256},
-        "validate": {"limit": 40, "fidelity": {"tokens": 2048}},
-        "gate": {"max_rounds": 1},
+        "calibration": {"file": DEMO_CALIBRATION, "samples": 32 if full else 16, "seq_len": 256},
+        "validate": {"limit": 40},
     }
+    if not full:
+        profile["recipes"] = list(QUICK_RECIPES)
+        profile["validate"]["fidelity"] = {"tokens": 2048}
+        profile["gate"] = {"max_rounds": 1}
+    return profile
 
 
 def status_site_dir(settings: Settings) -> Path:

@@ -151,6 +151,11 @@ def workers_per_device(settings: Settings) -> int:
     return settings.quantize_workers if isinstance(settings.quantize_workers, int) else 1
 
 
+def workers_requested(per_device: int, settings: Settings) -> int:
+    """Worker processes asked for: `per_device` on each GPU of `quantize_gpus` (on the one device when unset)."""
+    return per_device * max(1, len(settings.quantize_gpus))
+
+
 def plan_workers(pending: list[tuple[ResolvedRecipe, VariantManifest]], workers: int, *, cheap_first: bool = False
                  ) -> list[list[tuple[ResolvedRecipe, VariantManifest]]]:
     """Split the pending variants into at most `workers` groups of similar total cost (greedy, longest first);
@@ -210,7 +215,7 @@ class _Run:
 def _run_pending(rundir: RunDir, base: BaseManifest, pending: list[tuple[ResolvedRecipe, VariantManifest]],
                  settings: Settings, outcomes: dict[str, QuantizeOutcome], on_event, how: _Run) -> None:
     require_modules("quantize", settings.quantize_python, QUANTIZE_MODULES)
-    requested = how.workers * max(1, len(settings.quantize_gpus))  # per GPU when GPUs are listed
+    requested = workers_requested(how.workers, settings)
     workers, note = workers_that_fit(min(requested, len(pending)), base.base.size_bytes, available_memory())
     if note and on_event is not None:
         on_event({"event": "note", "message": note})

@@ -18,7 +18,7 @@ from bot.errors import ConfigError
 from bot.manifest import VariantManifest
 from bot.recipes import BUILTIN_ORDER, load_recipes
 from bot.recipes.resolve import resolve
-from bot.stages.quantize import plan_workers, sharing, worker_pins, workers_per_device
+from bot.stages.quantize import plan_workers, sharing, worker_pins, workers_per_device, workers_requested
 from bot.workers.build_model import SHAPES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def _plan(environ: dict[str, str]) -> dict[str, str | None]:
     settings = load_settings(environ=environ)
     book = load_recipes(None)
     pending = [(resolve(book.get(r), LLAMA_8B), VariantManifest(run_id="r", variant=r)) for r in BUILTIN_ORDER]
-    groups = plan_workers(pending, workers_per_device(settings) * max(1, len(settings.quantize_gpus)))
+    groups = plan_workers(pending, workers_requested(workers_per_device(settings), settings))
     pins = worker_pins(len(groups), list(settings.quantize_gpus))
     return {r.recipe.id: pins[i] for i, g in enumerate(groups) for r, _ in g}
 

@@ -78,6 +78,13 @@ def _swap(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def build_site(settings: Settings, out_dir: Path) -> Path:
+    """Collect the site from the ledger and the run manifests and write it (`bot status --html`, the demo)."""
+    from bot.stages.status_page.model import collect_site
+
+    return write_site(collect_site(settings), settings, out_dir)
+
+
 def write_site(site: SiteView, settings: Settings, out_dir: Path) -> Path:
     """Render the whole site into `out_dir` (replaced in one rename); returns the index page."""
     out_dir = Path(out_dir).absolute()
