@@ -195,6 +195,7 @@ class AccuracyRecord(_Rec):
     limit: int | None = None  # samples per task asked for (None: the whole task)
     num_fewshot: int | None = None
     backend: str = ""
+    dtype: str = ""  # what the model computed in (bot.stages.validate.plan.compute_dtype; "auto": its own)
     command: str = ""  # the `lm_eval` command line that reproduces the run
     error: str | None = None
     batch_size: int | str | None = None

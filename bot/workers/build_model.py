@@ -126,10 +126,26 @@ def build_shape(dest: Path, shape: str, layers: int | None = None, seed: int = 0
     (dest / "LICENSE").write_text(f"Apache-2.0. Random-initialised model with the shape of {shape}, built by bot.\n")
 
 
+def _parse_gguf_once() -> None:
+    """transformers parses a GGUF file once per thing it reads from it (the tokenizer's config and vocabulary, the
+    model's config, its weights: four parses of SmolLM2's 49,152-token vocabulary, about 8 s each on two cores,
+    most of the build). The file is opened read-only (a memory map), so one parse per path serves every read. The
+    tensor-name map (a pure function of architecture and depth, rebuilt for every module it visits: 397 times for
+    SmolLM2) likewise."""
+    import functools
+
+    import gguf
+
+    for name, size in (("GGUFReader", 4), ("get_tensor_name_map", 8)):
+        if not hasattr(getattr(gguf, name), "cache_info"):
+            setattr(gguf, name, functools.lru_cache(maxsize=size)(getattr(gguf, name)))
+
+
 def build_smollm2(dest: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
+    _parse_gguf_once()
     gguf = smollm2_gguf()
     tok = _tokenizer()
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)

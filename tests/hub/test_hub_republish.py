@@ -51,7 +51,8 @@ def _measured(plan, cls=ValidateRecord, **extra):
                load=LoadCheck(ok=True, backend=plan.backend, memory_bytes=1_000_000),
                generations=[Generation(prompt=p, output="Blue light scatters more.", ok=True) for p in plan.prompts],
                speed=SpeedRecord(label=plan.label, settings={"requested": plan.speed}),
-               accuracy=AccuracyRecord(backend=plan.backend, limit=plan.limit, num_fewshot=plan.num_fewshot,
+               accuracy=AccuracyRecord(backend=plan.backend, dtype=plan.dtype, limit=plan.limit,
+                                       num_fewshot=plan.num_fewshot,
                                        tasks=[TaskScore(task=t, metric="acc,none", value=0.5) for t in plan.tasks]),
                **extra)
 

@@ -152,7 +152,7 @@ class ModelValidation:
     def runtime(self, rec: ValidateRecord) -> None:
         job = {"backend": self.plan.backend, "model_path": str(self.model_path), "device": self.plan.device,
                "label": self.plan.label, "prompts": self.plan.prompts, "max_new_tokens": self.plan.max_new_tokens,
-               "speed": self.plan.speed, "dtype": "auto", "tensor_parallel_size": self.tensor_parallel().size,
+               "speed": self.plan.speed, "dtype": self.plan.dtype, "tensor_parallel_size": self.tensor_parallel().size,
                "trust_remote_code": self.trust, "seed": 0}
         on = f", tp={self.tensor_parallel().size}" if self.tensor_parallel().size > 1 else ""
         self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend}{on})"})
@@ -182,15 +182,15 @@ class ModelValidation:
         samples = self.folder / SAMPLES_FILE
         job = {"backend": self.plan.backend, "model_path": str(self.model_path), "tasks": self.plan.tasks,
                "limit": limit, "num_fewshot": self.plan.num_fewshot, "batch_size": self._batch_size(),
-               "device": self.plan.device, "dtype": "auto", "tensor_parallel_size": self.tensor_parallel().size,
-               "gpu_memory_utilization": self.utilization, "max_model_len": max_len,
+               "device": self.plan.device, "dtype": self.plan.dtype,
+               "tensor_parallel_size": self.tensor_parallel().size, "gpu_memory_utilization": self.utilization, "max_model_len": max_len,
                "enforce_eager": v.speed.enforce_eager, "apply_chat_template": chat,
                "fewshot_as_multiturn": chat, "samples_path": str(samples),  # the worker applies it per task
                "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
         what = f"lm-eval {','.join(self.plan.tasks)}" + (f" (round {rounds}, limit {limit})" if rounds > 1 else "")
         self.on_event("phase", {"model": self.name, "phase": what})
         acc = AccuracyRecord(limit=limit, num_fewshot=self.plan.num_fewshot, backend=self.plan.backend,
-                             rounds=rounds)
+                             dtype=self.plan.dtype, rounds=rounds)
         try:
             res = self._call("lmeval_worker", "lmeval", job, rec, "lmeval_worker")
         except WorkerFailed as exc:

@@ -7,6 +7,7 @@ differently.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,36 @@ class Plan:
     env: ServeEnv
     prompts: list[str]
     max_new_tokens: int
-    speed: dict[str, Any]  # what the validate worker is asked for (capped on CPU)
+    speed: dict[str, Any]  # what the validate worker is asked for (capped on CPU; with the dtype)
+    dtype: str = "auto"  # what the base and every variant compute in for generations, speed and lm-eval
 
 
-def plan_for(settings: Settings, gpu_memory_utilization: float | None = None) -> Plan:
+def compute_dtype(device: str, bf16_only: bool = False) -> str:
+    """One dtype for the base and every variant of a call (paired numbers need one). On a GPU the checkpoint's own
+    ("auto"). On a CPU float32: CPUs without native bfloat16 matmul (AVX2 only, as this project's 2-core machines)
+    run bf16 products about 8.5 times slower than float32 (18.5 vs 157 GFLOP/s for 256x576 @ 576x1536), and
+    float32 holds every bf16 weight exactly. bfloat16 when the run holds a checkpoint that transformers reloads
+    only in bf16 (NVFP4): then base and variants all run in it."""
+    if device != "cpu":
+        return "auto"
+    return "bfloat16" if bf16_only else "float32"
+
+
+def reloads_only_in_bf16(model_dir: Path) -> bool:
+    """A checkpoint transformers reloads only in bfloat16 (NVFP4, packed), read from its config.json."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return "nvfp4" in json.dumps(config.get("quantization_config") or {}).lower()
+
+
+def plan_for(settings: Settings, gpu_memory_utilization: float | None = None, bf16_only: bool = False) -> Plan:
     """The plan of one call. `gpu_memory_utilization`: the share of the GPU the vLLM engines get in this call,
     when `bot publish` planned it (bot.stages.memplan: quantize workers hold the rest); it is part of what the
-    speed measurement asked for, so a model measured at another share is measured again."""
+    speed measurement asked for, so a model measured at another share is measured again. `bf16_only`: the run
+    holds a checkpoint that reloads only in bfloat16 (`compute_dtype`); the dtype is part of what the speed and
+    accuracy measurements asked for, so a model measured in another is measured again."""
     v = settings.validate
     env = probe(settings.serve_python)
     backend, device = choose_backend(v.backend, env, settings.device)
@@ -56,15 +80,18 @@ def plan_for(settings: Settings, gpu_memory_utilization: float | None = None) ->
         speed.update({k: min(int(speed[k]), cap) for k, cap in CPU_SPEED.items()})
     if gpu_memory_utilization is not None and backend == "vllm":
         speed["gpu_memory_utilization"] = gpu_memory_utilization
+    dtype = compute_dtype(device, bf16_only)
+    speed["dtype"] = dtype
     limit = None if v.limit == WHOLE_TASK else v.limit
     return Plan(backend, device, speed_label(backend, device), tasks, limit, v.num_fewshot, includes, env,
-                list(v.prompts), v.max_new_tokens, speed)
+                list(v.prompts), v.max_new_tokens, speed, dtype)
 
 
 def eval_matches(acc: AccuracyRecord | None, plan: Plan) -> bool:
     if not plan.tasks:  # accuracy not requested (`--tasks none`): nothing to redo
         return True
-    return (acc is not None and acc.error is None and acc.backend == plan.backend and _covers(acc, plan.limit)
+    return (acc is not None and acc.error is None and acc.backend == plan.backend and acc.dtype == plan.dtype
+            and _covers(acc, plan.limit)
             and acc.num_fewshot == plan.num_fewshot and sorted(t.task for t in acc.tasks) == sorted(plan.tasks))
 
 

@@ -30,7 +30,7 @@ from bot.stages.validate.judge import can_grow, judge
 from bot.stages.validate.measure import (
     BASE, ModelValidation, Sharing, WorkerFailed, finish_record, start_record, recipe_for, weights_size,
 )
-from bot.stages.validate.plan import Plan, is_current, plan_for, runtime_matches
+from bot.stages.validate.plan import Plan, is_current, plan_for, reloads_only_in_bf16, runtime_matches
 
 EventFn = Callable[[str, dict[str, Any]], None]
 
@@ -165,6 +165,12 @@ def _verdict(m: _Model, base: _Model, rundir: RunDir, settings: Settings) -> Non
     m.save()
 
 
+def _bf16_only(rundir: RunDir) -> bool:
+    """Whether the run holds a checkpoint that reloads only in bfloat16 (then every model of it runs in bf16 on a
+    CPU: one dtype for all the paired numbers)."""
+    return any(reloads_only_in_bf16(rundir.model_dir(v)) for v in rundir.variants())
+
+
 def _more_rounds(base: _Model, variants: list[_Model], rundir: RunDir, settings: Settings, emit: EventFn) -> None:
     """Evaluate undecided variants (and the base) on more documents until each is decided or cannot grow."""
     while True:
@@ -216,7 +222,7 @@ def validate_run(rundir: RunDir, settings: Settings, variants: list[str] | None 
     if missing:
         raise ModelError(f"no variant {', '.join(repr(m) for m in missing)} in {rundir.root}",
                          hint=f"variants there: {', '.join(available) or 'none (run `bot quantize` first)'}")
-    plan = plan_for(settings, gpu_memory_utilization)
+    plan = plan_for(settings, gpu_memory_utilization, _bf16_only(rundir))
     emit("plan", {"backend": plan.backend, "device": plan.device, "tasks": plan.tasks, "limit": plan.limit,
                   "models": [BASE, *selected]})
     base = _validate_base(rundir, settings, plan, force, emit, sharing)
@@ -248,7 +254,7 @@ def validate_base(rundir: RunDir, settings: Settings, *, on_event: EventFn | Non
     if rundir.read_base() is None:
         raise ModelError(f"{rundir.root} has no base/manifest.json: not a run directory",
                          hint="pass a run directory made by `bot quantize` (runs/<org>--<name>@<sha>)")
-    plan = plan_for(settings, gpu_memory_utilization)
+    plan = plan_for(settings, gpu_memory_utilization, _bf16_only(rundir))
     emit("plan", {"backend": plan.backend, "device": plan.device, "tasks": plan.tasks, "limit": plan.limit,
                   "models": [BASE]})
     return _validate_base(rundir, settings, plan, False, emit, sharing).rec
