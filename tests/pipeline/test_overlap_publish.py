@@ -22,6 +22,7 @@ from bot.stages.timeline import read_timeline
 pytestmark = pytest.mark.slow
 
 RECIPES = ["fp8-dynamic", "w4a16-gptq", "w4a16-awq"]
+FP8_THRESHOLD = 100.1
 ENV = {
     "BOT_VALIDATE__MAX_NEW_TOKENS": "16",
     "BOT_VALIDATE__PROMPTS": '["What is the capital of France?", "Name three colours."]',
@@ -33,10 +34,10 @@ ENV = {
     "BOT_VALIDATE__SPEED__BATCHED_NUM_PROMPTS": "2",
     "BOT_VALIDATE__FIDELITY__TOKENS": "64",
     "BOT_VALIDATE__FIDELITY__WINDOW": "32",
-    # thresholds on the random base: FP8-Dynamic's inside its CI at 4 documents (100.0-103.7%), so the gate asks
-    # for a later round (base and variant on all 8 documents, in the validation lane) and stays undecided; the
-    # W4A16 ones pass (they keep the base's perplexity)
-    "BOT_GATE__MIN_RECOVERY": json.dumps({"fp8-dynamic": 101.0, "w4a16-gptq": 0, "w4a16-awq": 0}),
+    # thresholds on the random base: FP8-Dynamic's inside its CI at 4 documents (99.79-100.36%, float32 on the
+    # CPU; FP8-Dynamic is data-free, so the same on every run), so the gate asks for a later round (base and
+    # variant on all 8 documents, in the validation lane) and then decides; the W4A16 ones pass
+    "BOT_GATE__MIN_RECOVERY": json.dumps({"fp8-dynamic": FP8_THRESHOLD, "w4a16-gptq": 0, "w4a16-awq": 0}),
     "BOT_GATE__REQUIRE_GENERATION": "false",
 }
 
@@ -106,7 +107,9 @@ def test_overlapped_publish_validates_while_quantizing_and_matches_the_serial_ru
     assert during and during <= set(concurrent) <= set(RECIPES[1:]), (during, concurrent)
     overlapped = {v: _facts(run, v) for v in RECIPES}
     assert overlapped["fp8-dynamic"]["rounds"] == 2 and overlapped["fp8-dynamic"]["limit"] == 8  # a later round
-    assert [overlapped[v]["state"] for v in RECIPES] == ["inconclusive", "passed", "passed"]
+    lo, hi = overlapped["fp8-dynamic"]["ci"]  # at 8 documents: decided, or out of rounds, as its CI says
+    fp8_state = "passed" if lo >= FP8_THRESHOLD else "rejected" if hi < FP8_THRESHOLD else "inconclusive"
+    assert [overlapped[v]["state"] for v in RECIPES] == [fp8_state, "passed", "passed"]
     assert run.read_base().validate_.accuracy.limit == 8
 
     serial_run = _quantized_only(run, tmp_path / "serial")
