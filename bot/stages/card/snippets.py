@@ -164,4 +164,7 @@ def decisions(q: QuantizeRecord, recipe: Recipe | None) -> list[DecisionRow]:
                                 "llm-compressor's AWQ mapping registry for this architecture"))
     elif isinstance(awq, str) and awq:
         rows.append(DecisionRow("AWQ mappings", md_cell(awq), "resolved by llm-compressor at run time"))
+    if applied.get("compute_dtype"):
+        rows.append(DecisionRow("Calibration dtype", code(str(applied["compute_dtype"])),
+                                "quantized on a CPU: calibrated in float32, stored in the base's dtype"))
     return rows
