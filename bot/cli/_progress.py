@@ -240,8 +240,9 @@ class ValidateDisplay:
             self._models.update(data.get("models") or [])
             act.set_total(len(self._models))
             tasks = ", ".join(data.get("tasks") or []) or "none (accuracy not measured)"
+            limit = data.get("limit")
             line = (f"validate: backend {data.get('backend')} on {data.get('device')}; tasks {tasks}, "
-                    f"limit {data.get('limit')}")
+                    + (f"limit {limit}" if limit is not None else "each task whole"))
             if line != self._plan_line:  # an overlapped publish calls validate once per model: said once
                 act.line(line)
                 self._plan_line = line

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.clients.process import exit_reason, require_modules, run_module
-from bot.config import PROJECT_ROOT, Settings
+from bot.config import PROJECT_ROOT, WHOLE_TASK, Settings
 from bot.errors import StageError
 
 DEMO_NAME = "SmolLM2-135M-Instruct"
@@ -37,17 +37,21 @@ def bundled_model(settings: Settings) -> Path:
     return dest
 
 
-# The quick demo: the whole path (quantize, validate, card, publish to the local Hub, status page) in minutes on
-# two cores. W8A8-INT8 (calibrated: per-layer progress) passes on this model; FP8-Dynamic (data-free) cannot be
-# told from its 98% threshold on 40 questions, so a newcomer sees the gate say "inconclusive" too. One evaluation
-# round (the full run takes up to three). `bot publish --full` runs all six (README: measured times of both).
+# The quick demo: the whole path (quantize, validate, card, publish to the local Hub, status page) on two cores.
+# W8A8-INT8 (calibrated: per-layer progress over both of its passes) and FP8-Dynamic (data-free), each task of the
+# bundled suite whole (80 questions, 8 paragraphs) in one round. The recipes' own thresholds (98% for both) are out
+# of reach of 88 CPU-evaluated documents: measured 2026-12-01, W8A8 95.25% (95% CI 90.16-98.33%) and FP8 94.75%
+# (85.96-103.86%) at 40 + 8, both inconclusive. The quick demo holds them to QUICK_MIN_RECOVERY instead, which
+# the cards and the gate's rule state; `bot publish --full` runs all six recipes against their own thresholds.
 QUICK_RECIPES = ("w8a8-int8", "fp8-dynamic")
+QUICK_MIN_RECOVERY = 85.0
 
 
 def demo_profile(full: bool = False) -> dict[str, Any]:
     """The demo's settings: the profile layer of `bot.config.load_settings` (above the watchlist's `defaults:`,
     below BOT_* and the command line, so `BOT_VALIDATE__LIMIT=100 bot publish` evaluates 100 samples).
-    Quick (default): two recipes, smaller calibration and held-out budget; `full`: all six recipes."""
+    Quick (default): two recipes, the bundled tasks whole, the demo threshold, a smaller calibration and held-out
+    budget; `full`: all six recipes at their own thresholds, 40 samples per task and up to three rounds."""
     profile: dict[str, Any] = {
         "recipes_file": DEMO_RECIPES,
         "calibration": {"file": DEMO_CALIBRATION, "samples": 32 if full else 16, "seq_len": 256},
@@ -55,8 +59,8 @@ def demo_profile(full: bool = False) -> dict[str, Any]:
     }
     if not full:
         profile["recipes"] = list(QUICK_RECIPES)
-        profile["validate"]["fidelity"] = {"tokens": 2048}
-        profile["gate"] = {"max_rounds": 1}
+        profile["validate"] = {"limit": WHOLE_TASK, "fidelity": {"tokens": 2048}}
+        profile["gate"] = {"max_rounds": 1, "min_recovery": {r: QUICK_MIN_RECOVERY for r in QUICK_RECIPES}}
     return profile
 
 

@@ -34,11 +34,12 @@ def test_the_demo_profile_is_below_env_and_flags_and_above_the_watchlist(clean_e
     wl = clean_env / "watchlist.yaml"
     wl.write_text("defaults:\n  validate: {limit: 250}\n  calibration: {samples: 512, seed: 7}\nwatch:\n  - author: a\n")
     s = demo(wl)
-    assert (s.validate.limit, s.calibration.samples, s.calibration.seq_len, s.calibration.seed) == (40, 16, 256, 7)
+    assert (s.validate.limit, s.calibration.samples, s.calibration.seq_len, s.calibration.seed) == ("all", 16, 256, 7)
     assert s.recipes == ["w8a8-int8", "fp8-dynamic"] and s.validate.fidelity.tokens == 2048  # the quick demo
-    assert s.gate.max_rounds == 1 and demo(wl, full=True).gate.max_rounds == 3
+    assert s.gate.max_rounds == 1 and s.gate.min_recovery == {"w8a8-int8": 85.0, "fp8-dynamic": 85.0}
     full = demo(wl, full=True)
     assert (full.recipes, full.calibration.samples, full.validate.fidelity.tokens) == (None, 32, 4096)  # all six
+    assert (full.validate.limit, full.gate.max_rounds, full.gate.min_recovery) == (40, 3, {})  # their own bars
     monkeypatch.setenv("BOT_VALIDATE__LIMIT", "100")
     monkeypatch.setenv("BOT_CALIBRATION__SAMPLES", "64")
     s = demo(wl)
