@@ -159,6 +159,15 @@ def test_gate_passes_when_the_ci_lower_bound_reaches_the_threshold():
     assert decision.threshold == 96.0 and "lower bound" in decision.rule
 
 
+def test_a_threshold_set_by_the_run_is_named_beside_the_recipes_own():
+    """The quick demo holds FP8 to 85% (its settings), not the recipe's 98%: the rule the card prints says both."""
+    recipe = RECIPES.get("fp8-dynamic")
+    decision = decide_gate(_variant(), _ci(95.1, 89.5, 100.4), 85.0, GateSettings(), recipe)
+    assert decision.passed and decision.threshold == 85.0
+    assert "at or above 85% (its lower bound; set by this run, the recipe's own: 98%)" in decision.rule
+    assert "recipe's own" not in decide_gate(_variant(), _ci(99.0, 98.5, 99.5), 98.0, GateSettings(), recipe).rule
+
+
 def test_gate_rejects_only_when_the_whole_ci_is_below():
     low = decide_gate(_variant(), _ci(94.0, 92.5, 95.99), 96.0, GateSettings())
     assert low.state == GateState.rejected and not low.passed

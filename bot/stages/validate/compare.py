@@ -172,9 +172,12 @@ def gate_threshold(recipe_id: str, recipe: Recipe | None, gate: GateSettings) ->
     return float(recipe.gate.min_mean_recovery if recipe is not None else GateSpec().min_mean_recovery)
 
 
-def gate_rule(threshold: float, confidence: float) -> str:
+def gate_rule(threshold: float, confidence: float, recipe_threshold: float | None = None) -> str:
+    """The rule in words; `recipe_threshold`: the recipe's own, named when the run's settings set another."""
+    own = (f"; set by this run, the recipe's own: {recipe_threshold:g}%"
+           if recipe_threshold is not None and recipe_threshold != threshold else "")
     return (f"passed when the {confidence:.0%} CI of the mean recovery lies at or above {threshold:g}% (its lower "
-            f"bound), rejected when it lies below; in between, more samples, then inconclusive")
+            f"bound{own}), rejected when it lies below; in between, more samples, then inconclusive")
 
 
 def decide_gate(record: VariantValidateRecord, comparison: Comparison | None, threshold: float, gate: GateSettings,
@@ -203,7 +206,8 @@ def decide_gate(record: VariantValidateRecord, comparison: Comparison | None, th
     state, why = _recovery_state(record, comparison, threshold, gate.confidence) if loaded else (None, None)
     if why and state == GateState.rejected:
         reasons.append(why)
-    kw = dict(threshold=threshold, rule=gate_rule(threshold, gate.confidence), rounds=rounds, limit=limit)
+    own = recipe.gate.min_mean_recovery if recipe is not None else None
+    kw = dict(threshold=threshold, rule=gate_rule(threshold, gate.confidence, own), rounds=rounds, limit=limit)
     if reasons:
         return GateDecision(passed=False, state=GateState.rejected, reasons=reasons, **kw)
     if state == GateState.passed:
