@@ -119,9 +119,10 @@ def _param_bytes(model) -> int:
 
 def compute_dtype(device: str, stored: Any) -> Any:
     """What a calibrated recipe's passes compute in (a data-free one quantizes in the checkpoint's dtype, as on a
-    GPU). On a CPU float32 for a 16-bit checkpoint: a CPU without native
-    bfloat16 matmul (AVX2 only, as this project's 2-core machines) runs bf16 products about 8.5 times slower (18.5
-    vs 157 GFLOP/s), and float32 holds every bf16 weight exactly. On a GPU the checkpoint's own dtype."""
+    GPU). On a CPU float32 for a 16-bit checkpoint: a CPU without native bfloat16 matmul (AVX2 only, as this
+    project's 2-core machines) runs bf16 products about 8.5 times slower (18.5 vs 157 GFLOP/s), and float32 holds
+    every bf16 weight exactly. On a GPU the checkpoint's own dtype. (The validate stage decides its own compute
+    dtype, per call, in bot.stages.validate.plan.compute_dtype: another fact, for another interpreter.)"""
     import torch
 
     if device == "cpu" and stored in (torch.bfloat16, torch.float16):
@@ -248,7 +249,6 @@ def main(argv: list[str]) -> int:
     master = AutoModelForCausalLM.from_pretrained(job["model_path"], dtype="auto", trust_remote_code=trust,
                                                   use_safetensors=True)
     master.eval()
-
     load_s = round(time.perf_counter() - started, 2)  # the base is read once per worker, for all its variants
     emit("loaded", seconds=load_s)
     cal = CalibrationCache(job["calibration"], tokenizer) if job.get("calibration") else None
