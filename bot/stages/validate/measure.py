@@ -183,7 +183,8 @@ class ModelValidation:
         job = {"backend": self.plan.backend, "model_path": str(self.model_path), "tasks": self.plan.tasks,
                "limit": limit, "num_fewshot": self.plan.num_fewshot, "batch_size": self._batch_size(),
                "device": self.plan.device, "dtype": self.plan.dtype,
-               "tensor_parallel_size": self.tensor_parallel().size, "gpu_memory_utilization": self.utilization, "max_model_len": max_len,
+               "tensor_parallel_size": self.tensor_parallel().size, "gpu_memory_utilization": self.utilization,
+               "max_model_len": max_len,
                "enforce_eager": v.speed.enforce_eager, "apply_chat_template": chat,
                "fewshot_as_multiturn": chat, "samples_path": str(samples),  # the worker applies it per task
                "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
