@@ -29,19 +29,9 @@ AR_EXPS="${AR_EXPS:-}"           # e.g. "fp32 iters20": benchmarks/gpu/ar-fp32.y
 TASKS="${TASKS:-bot_mc_facts,bot_wikitext_mini}"
 mkdir -p "$WORK/out" "$WORK/bin" "$FAST/models" "$FAST/runs"
 echo "$FAST" > "$WORK/fast-dir"
-case "$PY" in /*) PYABS="$PY" ;; *) PYABS="$ROOT/$PY" ;; esac
-for site in quantize serve; do
-  if [ "$DEVICE" = cpu ]; then  # CPU smoke: the bot's own environment does both
-    printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s"\nexec %s "$@"\n' "$ROOT" "$PYABS" > "$WORK/bin/py-$site"
-  else
-    printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s:/tmp/site-%s:/tmp/smolpkg"\nexec %s "$@"\n' "$ROOT" "$site" \
-      "$PYABS" > "$WORK/bin/py-$site"
-  fi
-  chmod +x "$WORK/bin/py-$site"
-done
-export BOT_QUANTIZE_PYTHON="$WORK/bin/py-quantize" BOT_SERVE_PYTHON="$WORK/bin/py-serve" PYTHONUNBUFFERED=1
-[ -d "$ROOT/.gput" ] && export BOT_BUILD_TOKENIZER="$ROOT/.gput"
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0 BOT_RUNS_DIR="$FAST/runs"
+# shellcheck source=benchmarks/gpu/sites.sh
+source "$ROOT/benchmarks/gpu/sites.sh"
+bot_sites "$FAST/runs" /tmp/smolpkg
 BOT=("$WORK/bin/py-quantize" -m bot)
 CAL="$ROOT/bot/data/calibration.jsonl"
 MS="$FAST/models/SmolLM2-135M-Instruct"

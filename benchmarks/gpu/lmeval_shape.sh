@@ -39,19 +39,9 @@ PER_TASK_MODELS="${PER_TASK_MODELS-base $VARIANT}"
 SEED="${SEED:-0}"
 mkdir -p "$WORK/out" "$WORK/bin" "$WORK/models" "$WORK/runs" "$FAST/runs"
 echo "$FAST" > "$WORK/fast-dir"
-case "$PY" in /*) PYABS="$PY" ;; *) PYABS="$ROOT/$PY" ;; esac
-for site in quantize serve; do  # one interpreter per site; on the CPU the bot's own environment does both
-  if [ "$DEVICE" = cpu ]; then
-    printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s"\nexec %s "$@"\n' "$ROOT" "$PYABS" > "$WORK/bin/py-$site"
-  else
-    printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s:/tmp/site-%s"\nexec %s "$@"\n' "$ROOT" "$site" "$PYABS" \
-      > "$WORK/bin/py-$site"
-  fi
-  chmod +x "$WORK/bin/py-$site"
-done
-export BOT_QUANTIZE_PYTHON="$WORK/bin/py-quantize" BOT_SERVE_PYTHON="$WORK/bin/py-serve" PYTHONUNBUFFERED=1
-[ -d "$ROOT/.gput" ] && export BOT_BUILD_TOKENIZER="$ROOT/.gput"
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0 BOT_RUNS_DIR="$WORK/runs"  # on disk: 8B
+# shellcheck source=benchmarks/gpu/sites.sh
+source "$ROOT/benchmarks/gpu/sites.sh"
+bot_sites "$WORK/runs"  # on disk: 8B
 BOT=("$WORK/bin/py-quantize" -m bot)
 M="$WORK/models/$SHAPE-shape"
 TASKDIR="$WORK/shape-tasks"

@@ -31,19 +31,9 @@ SERVE_BUDGET="${SERVE_BUDGET:-600}"
 LONG_TOKENS="${LONG_TOKENS:-16384}"
 mkdir -p "$WORK/out" "$WORK/bin" "$WORK/models" "$WORK/runs" "$WORK/vllm-cache"
 echo "$WORK" > "$WORK/fast-dir"  # collect.sh: everything lives under WORK here
-case "$PY" in /*) PYABS="$PY" ;; *) PYABS="$ROOT/$PY" ;; esac
-for site in quantize serve; do
-  if [ "$DEVICE" = cpu ]; then
-    printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s"\nexec %s "$@"\n' "$ROOT" "$PYABS" > "$WORK/bin/py-$site"
-  else
-    printf '#!/usr/bin/env bash\nexport PYTHONPATH="%s:/tmp/site-%s"\nexec %s "$@"\n' "$ROOT" "$site" "$PYABS" \
-      > "$WORK/bin/py-$site"
-  fi
-  chmod +x "$WORK/bin/py-$site"
-done
-export BOT_QUANTIZE_PYTHON="$WORK/bin/py-quantize" BOT_SERVE_PYTHON="$WORK/bin/py-serve" PYTHONUNBUFFERED=1
-[ -d "$ROOT/.gput" ] && export BOT_BUILD_TOKENIZER="$ROOT/.gput"
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0 BOT_RUNS_DIR="$WORK/runs"
+# shellcheck source=benchmarks/gpu/sites.sh
+source "$ROOT/benchmarks/gpu/sites.sh"
+bot_sites "$WORK/runs"
 export VLLM_CACHE_ROOT="$WORK/vllm-cache"
 BOT=("$WORK/bin/py-quantize" -m bot)
 M8="$WORK/models/Llama-3.1-8B-shape"
