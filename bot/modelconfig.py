@@ -26,6 +26,12 @@ def read_config(model_path: str | Path) -> dict[str, Any]:
         return {}
 
 
+def reloads_only_in_bf16(model_path: str | Path) -> bool:
+    """A checkpoint transformers reloads only in bfloat16 (NVFP4, packed), read from its config.json: the validate
+    stage's compute dtype and the fidelity worker's both depend on it."""
+    return "nvfp4" in json.dumps(read_config(model_path).get("quantization_config") or {}).lower()
+
+
 def resolve_max_model_len(requested: int | None, config: dict[str, Any]) -> int | None:
     """The setting, capped at what the model declares (vLLM refuses a longer one)."""
     declared = model_max_len(config)

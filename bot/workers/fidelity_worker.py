@@ -51,7 +51,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bot.workers.validate_common import Stopwatch, exit_now, read_config, versions, write_result
+from bot.modelconfig import reloads_only_in_bf16
+from bot.workers.validate_common import Stopwatch, exit_now, versions, write_result
 
 DTYPES = ("auto", "bfloat16", "float32")
 DEFAULT_CACHE_BYTES = 8 * 1024**3
@@ -72,19 +73,13 @@ def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-def needs_bf16(model_path: str | Path) -> bool:
-    """NVFP4 checkpoints reload in transformers only in bf16."""
-    qcfg = read_config(model_path).get("quantization_config") or {}
-    return "nvfp4" in json.dumps(qcfg).lower()
-
-
 def resolve_dtype(requested: str, device: str, variant_paths: list[str]) -> str:
     """"auto": bfloat16 on cuda; on cpu float32, or bfloat16 when a variant is NVFP4 (see the module docstring)."""
     if requested not in DTYPES:
         raise JobError(f"dtype {requested!r} is not one of {', '.join(DTYPES)}")
     if requested != "auto":
         return requested
-    if device == "cuda" or any(needs_bf16(p) for p in variant_paths):
+    if device == "cuda" or any(reloads_only_in_bf16(p) for p in variant_paths):
         return "bfloat16"
     return "float32"
 
@@ -131,7 +126,7 @@ def hardware(device: str) -> dict[str, Any]:
 def load_model(path: str, job: dict[str, Any], dtype: str) -> tuple[dict[str, Any], Any, Any]:
     from bot.workers.hf_backend import load
 
-    if dtype != "bfloat16" and needs_bf16(path):
+    if dtype != "bfloat16" and reloads_only_in_bf16(path):
         return {"ok": False, "error": f"an NVFP4 checkpoint reloads in transformers only in bfloat16, not {dtype}: "
                                       "use dtype auto or bfloat16"}, None, None
     rec, model, tok = load({"model_path": path, "device": job["device"], "dtype": dtype,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from bot.config import Settings
 from bot.manifest import AccuracyRecord, TaskScore
-from bot.stages.validate.plan import compute_dtype, eval_matches, plan_for, reloads_only_in_bf16
+from bot.modelconfig import reloads_only_in_bf16
+from bot.stages.validate.plan import compute_dtype, eval_matches, plan_for
 
 
 def _checkpoint(path: Path, qcfg: dict | None) -> Path:

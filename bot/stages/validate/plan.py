@@ -7,7 +7,6 @@ differently.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,15 +50,6 @@ def compute_dtype(device: str, bf16_only: bool = False) -> str:
     if device != "cpu":
         return "auto"
     return "bfloat16" if bf16_only else "float32"
-
-
-def reloads_only_in_bf16(model_dir: Path) -> bool:
-    """A checkpoint transformers reloads only in bfloat16 (NVFP4, packed), read from its config.json."""
-    try:
-        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return "nvfp4" in json.dumps(config.get("quantization_config") or {}).lower()
 
 
 def plan_for(settings: Settings, gpu_memory_utilization: float | None = None, bf16_only: bool = False) -> Plan:

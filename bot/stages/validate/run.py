@@ -23,6 +23,7 @@ from bot.errors import ModelError, StageError
 from bot.manifest import (
     BaseManifest, GateState, Status, ValidateRecord, VariantManifest, VariantValidateRecord,
 )
+from bot.modelconfig import reloads_only_in_bf16
 from bot.rundir import RunDir
 from bot.stages.validate import fidelity as fid
 from bot.stages.validate.compare import hardware_compat
@@ -30,7 +31,7 @@ from bot.stages.validate.judge import can_grow, judge
 from bot.stages.validate.measure import (
     BASE, ModelValidation, Sharing, WorkerFailed, finish_record, start_record, recipe_for, weights_size,
 )
-from bot.stages.validate.plan import Plan, is_current, plan_for, reloads_only_in_bf16, runtime_matches
+from bot.stages.validate.plan import Plan, is_current, plan_for, runtime_matches
 
 EventFn = Callable[[str, dict[str, Any]], None]
 
