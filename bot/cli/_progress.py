@@ -248,9 +248,13 @@ class ValidateDisplay:
                 self._plan_line = line
         elif event == "model-start":
             self.started[model] = time.monotonic()
+        elif event == "phase" and data.get("lane"):  # a worker beside the current phase (fidelity beside lm-eval)
+            act.line(f"{model}: {data.get('phase')}, beside the phase above")
         elif event == "phase":
             self.started.setdefault(model, time.monotonic())
             act.status(f"{model}: {data.get('phase')}", announce=True)
+        elif event == "lane-end":
+            act.line(f"{data.get('lane')}: {data.get('status')}")
         elif event == "skip":
             self._advance(model)
             act.line(f"{model}: skipped ({data.get('reason')})")

@@ -61,7 +61,7 @@ def publish(
 
         settings = settings_from_cli(watchlist, profile=(DEMO_PROFILE, demo_profile(full)), **cli)
         say("no model given: using the bundled SmolLM2-135M-Instruct (CPU-sized settings, "
-            + ("all six recipes)" if full else "the quick demo: two recipes; --full runs all six)"))
+            + ("all six recipes)" if full else "the quick demo: FP8-Dynamic; --full runs all six)"))
         model = str(bundled_model(settings))
     elif full:
         raise ConfigError("--full applies to the bundled demo only (bot publish with no MODEL)",

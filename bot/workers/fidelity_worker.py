@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.modelconfig import reloads_only_in_bf16
-from bot.workers.validate_common import Stopwatch, exit_now, versions, write_result
+from bot.workers.validate_common import Stopwatch, exit_now, use_cpu_threads, versions, write_result
 
 DTYPES = ("auto", "bfloat16", "float32")
 DEFAULT_CACHE_BYTES = 8 * 1024**3
@@ -250,9 +250,10 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    threads = use_cpu_threads(job, job["device"])
     text, name, fingerprint = read_text(job["text_path"])
     result: dict[str, Any] = {"text": name, "text_fingerprint": fingerprint, "window": int(job["window"]),
-                              "dtype": dtype, "hardware": hardware(job["device"])}
+                              "dtype": dtype, "hardware": hardware(job["device"]), "cpu_threads": threads}
     emit("base", model=job["base_path"])
     base, wins = run_base(job, dtype, text)
     result.update(tokens=wins.positions, windows=len(wins.inputs), bos_per_window=bool(wins.prefix),

@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from bot.workers.validate_common import Stopwatch, end_children, exit_now, versions, write_result
+from bot.workers.validate_common import Stopwatch, end_children, exit_now, use_cpu_threads, versions, write_result
 
 LOWER_IS_BETTER = {"word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity"}
 METRIC_PREFERENCE = ("acc", "exact_match,strict-match", "exact_match,flexible-extract", "exact_match", "acc_norm",
@@ -195,7 +195,10 @@ def command_line(job: dict[str, Any], runs: list[dict[str, Any]] | None = None) 
         parts += ["--log_samples", "--output_path", LMEVAL_OUTPUT]
         for path in job.get("include_paths") or []:
             parts += ["--include_path", str(path)]
-        lines.append(" ".join(shlex.quote(p) for p in parts))
+        env = []  # the thread count the worker computed with on a CPU (torch reads OMP_NUM_THREADS at start)
+        if job["backend"] == "hf" and (job.get("device") or "cpu") == "cpu" and job.get("cpu_threads"):
+            env = [f"OMP_NUM_THREADS={int(job['cpu_threads'])}"]
+        lines.append(" ".join([*env, *(shlex.quote(p) for p in parts)]))
     return " && ".join(lines)
 
 
@@ -361,6 +364,7 @@ def evaluate(job: dict[str, Any], tmp: Path, state: dict[str, Any]) -> dict[str,
     if device is not None:
         from bot.workers.hf_backend import loadable_path
 
+        use_cpu_threads(job, device)
         # MoE checkpoints with quantized experts are evaluated from a dequantized copy (see hf_backend); the
         # recorded command names the checkpoint itself
         job = {**job, "model_path": loadable_path(job["model_path"], tmp, device)[0]}

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.workers.calibration import CalibrationCache
-from bot.workers.validate_common import versions as library_versions
+from bot.workers.validate_common import use_cpu_threads, versions as library_versions
 
 COPY_FROM_BASE = ("generation_config.json", "chat_template.jinja", "chat_template.json")
 _VERSIONED = ("torch", "transformers", "llmcompressor", "compressed-tensors", "auto-round", "datasets", "accelerate")
@@ -240,6 +240,7 @@ def main(argv: list[str]) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         _cpu_quirks()
+    threads = use_cpu_threads(job, device)
     layer_events()
     common = {"versions": versions(), "hardware": hardware(device)}
     emit("load", model=job["model_path"])
@@ -259,6 +260,8 @@ def main(argv: list[str]) -> int:
         try:
             result = quantize_one(master, tokenizer, cal, job, variant, device)
             result["timings"]["worker_load_base"] = load_s
+            if threads is not None:  # calibration numerics follow the thread count (reduction order): recorded
+                result["applied"]["cpu_threads"] = threads
         except Exception as exc:  # noqa: BLE001 - one variant's failure is recorded, the others go on
             failures += 1
             tb = traceback.format_exc(limit=8)

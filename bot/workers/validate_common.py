@@ -149,6 +149,18 @@ def versions(names: Iterable[str] = VERSIONED) -> dict[str, str]:
     return out
 
 
+def use_cpu_threads(job: dict[str, Any], device: str) -> int | None:
+    """On a CPU, compute with the job's `cpu_threads` (decided once per call by the stage: Settings.cpu_worker_threads)
+    and return the count in use; None on a GPU or when the job names none (torch's own default stays)."""
+    threads = job.get("cpu_threads")
+    if device != "cpu" or not threads:
+        return None
+    import torch
+
+    torch.set_num_threads(int(threads))
+    return int(torch.get_num_threads())
+
+
 def current_rss_bytes() -> int | None:
     """Resident memory now (not the peak): /proc/self/statm on Linux."""
     try:

@@ -36,11 +36,13 @@ def test_the_demo_profile_is_below_env_and_flags_and_above_the_watchlist(clean_e
     s = demo(wl)
     assert (s.validate.limit, s.calibration.samples, s.calibration.seq_len) == ("all", 16, 256)
     assert s.calibration.seed == 7
-    assert s.recipes == ["w8a8-int8", "fp8-dynamic"] and s.validate.fidelity.tokens == 2048  # the quick demo
-    assert s.gate.max_rounds == 1 and s.gate.min_recovery == {"w8a8-int8": 85.0, "fp8-dynamic": 85.0}
+    assert s.recipes == ["fp8-dynamic"] and s.validate.fidelity.tokens == 2048  # the quick demo
+    assert s.gate.max_rounds == 1 and s.gate.min_recovery == {"fp8-dynamic": 85.0}
+    assert s.pipeline.overlap == "on"  # the base is measured while FP8 quantizes
     full = demo(wl, full=True)
     assert (full.recipes, full.calibration.samples, full.validate.fidelity.tokens) == (None, 32, 4096)  # all six
     assert (full.validate.limit, full.gate.max_rounds, full.gate.min_recovery) == (40, 3, {})  # their own bars
+    assert full.pipeline.overlap == "auto"
     monkeypatch.setenv("BOT_VALIDATE__LIMIT", "100")
     monkeypatch.setenv("BOT_CALIBRATION__SAMPLES", "64")
     s = demo(wl)

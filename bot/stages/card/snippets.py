@@ -167,4 +167,8 @@ def decisions(q: QuantizeRecord, recipe: Recipe | None) -> list[DecisionRow]:
     if applied.get("compute_dtype"):
         rows.append(DecisionRow("Calibration dtype", code(str(applied["compute_dtype"])),
                                 "quantized on a CPU: calibrated in float32, stored in the base's dtype"))
+    if applied.get("cpu_threads"):
+        rows.append(DecisionRow("CPU threads", str(applied["cpu_threads"]),
+                                "quantized on a CPU with this many torch threads: they set the order of the sums, "
+                                "so the same count reproduces the same weights"))
     return rows

@@ -23,6 +23,7 @@ from bot.rundir import RunDir, read_model, write_model
 from bot.secrets import redact
 
 VALIDATE_LANE = "validate"
+FIDELITY_LANE = "fidelity"  # the fidelity worker when it runs beside lm-eval (CPU: bot.stages.validate.fidelity.Beside)
 
 
 class _Rec(BaseModel):
@@ -195,7 +196,11 @@ class TimelineRecorder:
                     model = str(data.get("model", ""))
                     variants = data.get("variants") or []
                     model = str(variants[0]) if len(variants) == 1 else model  # fidelity of one variant: its span
-                    self._begin(VALIDATE_LANE, "validate", model, str(data.get("phase", "")))
+                    lane = str(data.get("lane") or VALIDATE_LANE)  # the fidelity worker beside lm-eval: its own
+                    self._begin(lane, "validate", model, str(data.get("phase", "")))
+                    self.write()
+                elif event == "lane-end":
+                    self._end(str(data.get("lane")), str(data.get("status") or "done"))
                     self.write()
                 elif event in ("model-start", "model-end", "round", "skip"):
                     if VALIDATE_LANE in self._open:

@@ -153,7 +153,7 @@ class ModelValidation:
         job = {"backend": self.plan.backend, "model_path": str(self.model_path), "device": self.plan.device,
                "label": self.plan.label, "prompts": self.plan.prompts, "max_new_tokens": self.plan.max_new_tokens,
                "speed": self.plan.speed, "dtype": self.plan.dtype, "tensor_parallel_size": self.tensor_parallel().size,
-               "trust_remote_code": self.trust, "seed": 0}
+               "trust_remote_code": self.trust, "seed": 0, "cpu_threads": self.plan.cpu_threads}
         on = f", tp={self.tensor_parallel().size}" if self.tensor_parallel().size > 1 else ""
         self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend}{on})"})
         with _QuietSpeed(self.sharing) as quiet:
@@ -187,7 +187,8 @@ class ModelValidation:
                "max_model_len": max_len,
                "enforce_eager": v.speed.enforce_eager, "apply_chat_template": chat,
                "fewshot_as_multiturn": chat, "samples_path": str(samples),  # the worker applies it per task
-               "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234}
+               "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234,
+               "cpu_threads": self.plan.cpu_threads}
         what = f"lm-eval {','.join(self.plan.tasks)}" + (f" (round {rounds}, limit {limit})" if rounds > 1 else "")
         self.on_event("phase", {"model": self.name, "phase": what})
         acc = AccuracyRecord(limit=limit, num_fewshot=self.plan.num_fewshot, backend=self.plan.backend,
@@ -207,20 +208,25 @@ class ModelValidation:
         rec.versions.update(res.get("versions") or {})
         rec.accuracy = acc
 
-    def fidelity(self, rec: ValidateRecord, variants: dict[str, Path]) -> dict[str, Any]:
+    def fidelity(self, rec: ValidateRecord, variants: dict[str, Path], lane: str | None = None) -> dict[str, Any]:
         """The fidelity worker with this model (the base) against `variants`, in the quantize interpreter
-        (transformers with the compressed-tensors that wrote the checkpoints)."""
+        (transformers with the compressed-tensors that wrote the checkpoints). `lane`: named in the phase event
+        when the worker runs beside another (the timeline draws it on a lane of its own)."""
         f = self.settings.validate.fidelity
         job = {"base_path": str(self.model_path), "device": self.plan.device, "dtype": "auto",
                "variants": [{"name": n, "model_path": str(p)} for n, p in variants.items()],
-               "text_path": str(HELDOUT_TEXT), "tokens": f.tokens, "window": f.window, "trust_remote_code": self.trust}
-        self.on_event("phase", {"model": self.name, "phase": f"fidelity of {len(variants)} variant(s) on "
-                                                             f"{f.tokens} held-out tokens", "variants": list(variants)})
+               "text_path": str(HELDOUT_TEXT), "tokens": f.tokens, "window": f.window, "trust_remote_code": self.trust,
+               "cpu_threads": self.plan.cpu_threads}
+        event = {"model": self.name, "phase": f"fidelity of {len(variants)} variant(s) on {f.tokens} held-out tokens",
+                 "variants": list(variants)}
+        self.on_event("phase", {**event, "lane": lane} if lane else event)
         return self._call("fidelity_worker", "fidelity", job, rec, "fidelity_worker",
                           python=self.settings.quantize_python)
 
-    def run(self, rec: ValidateRecord, reuse_runtime: bool) -> None:
-        """Fill `rec`; raises WorkerFailed (record left with what was measured)."""
+    def run(self, rec: ValidateRecord, reuse_runtime: bool,
+            after_runtime: Callable[[ValidateRecord], None] | None = None) -> None:
+        """Fill `rec`; raises WorkerFailed (record left with what was measured). `after_runtime` is called once the
+        load, generations and speed are in `rec` (measured or kept), before lm-eval."""
         if not self.model_path.is_dir():
             raise WorkerFailed(f"model directory missing: {self.model_path}",
                                "rerun `bot quantize` for it (or restore the base snapshot), then `bot validate`")
@@ -236,6 +242,8 @@ class ModelValidation:
         if not reuse_runtime:
             self.runtime(rec)
             self.save()
+        if after_runtime is not None:
+            after_runtime(rec)
         if rec.load is not None and rec.load.ok and self.plan.tasks:
             self.accuracy(rec)
 

@@ -2,7 +2,8 @@
 
 Order of one call: the base (load, generations, speed, lm-eval with per-document results; once per run, cached
 in `base/manifest.json`), then each variant the same way, then the fidelity of all variants against the base in
-one worker (the base loaded once), then the verdict on each variant (paired comparison and gate). A variant the
+one worker (the base loaded once; on a CPU it starts when the last variant's speed is taken and runs beside that
+variant's lm-eval, fid.Beside), then the verdict on each variant (paired comparison and gate). A variant the
 gate cannot decide (its CI straddles the threshold) gets more samples: the base and that variant are evaluated
 again at twice the limit, up to `gate.max_rounds` rounds or the whole task, and judged again. Last, when
 `validate.serve_search.enabled`, the search for the fastest way to serve each model (bot/stages/serve).
@@ -64,14 +65,15 @@ def _fresh_or_resumed(kind: type, prev: ValidateRecord | None, plan: Plan, force
     return rec, not force and runtime_matches(prev, plan)
 
 
-def _measure(work: ModelValidation, rec: ValidateRecord, reuse: bool) -> WorkerFailed | None:
+def _measure(work: ModelValidation, rec: ValidateRecord, reuse: bool,
+             after_runtime: Callable[[ValidateRecord], None] | None = None) -> WorkerFailed | None:
     """Mark `rec` running, run the workers, and return what failed (None when all ran). An interrupt leaves the
     record failed with a resume hint, saved, and goes on up."""
     start_record(rec, work.plan, work.sharing)
     work.save()
     work.on_event("model-start", {"model": work.name})
     try:
-        work.run(rec, reuse)
+        work.run(rec, reuse, after_runtime)
     except WorkerFailed as exc:
         return exc
     except KeyboardInterrupt:
@@ -113,8 +115,10 @@ def _validate_base(rundir: RunDir, settings: Settings, plan: Plan, force: bool, 
 
 
 def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: str, trust: bool, force: bool,
-                      emit: EventFn, sharing: Sharing | None = None) -> _Model | None:
-    """Measure one variant (no verdict yet); None when it cannot be validated (not quantized)."""
+                      emit: EventFn, sharing: Sharing | None = None,
+                      after_runtime: Callable[[str, Any, Path], None] | None = None) -> _Model | None:
+    """Measure one variant (no verdict yet); None when it cannot be validated (not quantized). `after_runtime`
+    (name, record, model dir) is called between its speed measurement and its lm-eval."""
     manifest = rundir.read_variant(variant)
     assert manifest is not None
     if manifest.quantize.status != Status.done:
@@ -137,7 +141,8 @@ def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: s
     rec, reuse = _fresh_or_resumed(VariantValidateRecord, prev, plan, force)
     rec.comparison = rec.gate = None
     manifest.validate_ = rec
-    error = _measure(work, rec, reuse)
+    hook = (lambda r: after_runtime(variant, r, work.model_path)) if after_runtime is not None else None
+    error = _measure(work, rec, reuse, hook)
     recipe = recipe_for(manifest, settings)
     rec.hardware_verdict = hardware_compat(recipe, rec.hardware, rec.load.kernel if rec.load else None)
     finish_record(rec, error, sharing)
@@ -145,16 +150,39 @@ def _validate_variant(rundir: RunDir, settings: Settings, plan: Plan, variant: s
     return _Model(variant, rec, work, manifest, measured=True)
 
 
-def _fidelity(base: _Model, variants: list[_Model], settings: Settings, force: bool) -> None:
-    if not settings.validate.fidelity.enabled:
-        return
-    fingerprint = fid.text_fingerprint()
-    targets = {m.name: (m.rec, m.work.model_path) for m in variants
-               if m.rec.status == Status.done and m.rec.load is not None and m.rec.load.ok
-               and (force or not fid.is_current(m.rec.fidelity, settings, fingerprint))}
-    fid.measure_fidelity(base.work, base.rec, targets, settings)
-    for name in targets:
+def _fidelity(base: _Model, variants: list[_Model], settings: Settings, force: bool,
+              beside: fid.Beside | None = None) -> None:
+    """Fidelity of the measured variants against the base: joined from `beside` when it ran next to the last
+    lm-eval, else measured now in one worker (the base loaded once)."""
+    if beside is not None and beside.started:
+        names = beside.join()
+    else:
+        fingerprint = fid.text_fingerprint()
+        targets = {m.name: (m.rec, m.work.model_path) for m in variants
+                   if m.rec.status == Status.done and fid.wanted(m.rec, settings, force, fingerprint)}
+        fid.measure_fidelity(base.work, base.rec, targets, settings)
+        names = list(targets)
+    for name in names:
         next(m for m in variants if m.name == name).save()
+
+
+def _fidelity_beside(base: _Model, settings: Settings, plan: Plan, force: bool, measured: list[_Model]):
+    """On a CPU: a hook that starts the fidelity worker (fid.Beside) for the variants measured so far and the one
+    whose speed was just taken, to run beside that one's lm-eval; None on a GPU or without fidelity."""
+    if plan.device != "cpu" or not settings.validate.fidelity.enabled:
+        return None, None
+    beside = fid.Beside(base.work, base.rec, settings)
+    fingerprint = fid.text_fingerprint()
+
+    def start(name: str, rec: Any, model_path: Path) -> None:
+        targets = {m.name: (m.rec, m.work.model_path) for m in measured
+                   if m.rec.status == Status.done and fid.wanted(m.rec, settings, force, fingerprint)}
+        if fid.wanted(rec, settings, force, fingerprint):
+            targets[name] = (rec, model_path)
+        if targets:
+            beside.start(targets)
+
+    return beside, start
 
 
 def _verdict(m: _Model, base: _Model, rundir: RunDir, settings: Settings) -> None:
@@ -228,9 +256,13 @@ def validate_run(rundir: RunDir, settings: Settings, variants: list[str] | None 
                   "models": [BASE, *selected]})
     base = _validate_base(rundir, settings, plan, force, emit, sharing)
     trust = base_manifest.base.trust_remote_code
-    measured = [m for v in selected
-                if (m := _validate_variant(rundir, settings, plan, v, trust, force, emit, sharing))]
-    _fidelity(base, measured, settings, force)
+    measured: list[_Model] = []
+    beside, start_beside = _fidelity_beside(base, settings, plan, force, measured)
+    for i, v in enumerate(selected):
+        hook = start_beside if i == len(selected) - 1 else None  # the last variant's lm-eval runs beside it
+        if m := _validate_variant(rundir, settings, plan, v, trust, force, emit, sharing, hook):
+            measured.append(m)
+    _fidelity(base, measured, settings, force, beside)
     done = [m for m in measured if m.rec.status == Status.done]
     for m in done:
         _verdict(m, base, rundir, settings)
