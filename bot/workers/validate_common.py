@@ -150,14 +150,14 @@ def versions(names: Iterable[str] = VERSIONED) -> dict[str, str]:
 
 
 def use_cpu_threads(job: dict[str, Any], device: str) -> int | None:
-    """On a CPU, compute with the job's `cpu_threads` (decided once per call by the stage: Settings.cpu_worker_threads)
-    and return the count in use; None on a GPU or when the job names none (torch's own default stays)."""
-    threads = job.get("cpu_threads")
-    if device != "cpu" or not threads:
+    """On a CPU, compute with the job's `cpu_threads` (the `cpu_threads` setting, one value for every job of a
+    call; none: torch's default) and return the count in use; None on a GPU."""
+    if device != "cpu":
         return None
     import torch
 
-    torch.set_num_threads(int(threads))
+    if job.get("cpu_threads"):
+        torch.set_num_threads(int(job["cpu_threads"]))
     return int(torch.get_num_threads())
 
 

@@ -2,8 +2,8 @@
 
 Order of one call: the base (load, generations, speed, lm-eval with per-document results; once per run, cached
 in `base/manifest.json`), then each variant the same way, then the fidelity of all variants against the base in
-one worker (the base loaded once; on a CPU it starts when the last variant's speed is taken and runs beside that
-variant's lm-eval, fid.Beside), then the verdict on each variant (paired comparison and gate). A variant the
+one worker (the base loaded once; on a CPU with `cpu_threads` leaving room for two workers it starts when the last
+variant's speed is taken and runs beside that variant's lm-eval, fid.Beside), then the verdict on each variant (paired comparison and gate). A variant the
 gate cannot decide (its CI straddles the threshold) gets more samples: the base and that variant are evaluated
 again at twice the limit, up to `gate.max_rounds` rounds or the whole task, and judged again. Last, when
 `validate.serve_search.enabled`, the search for the fastest way to serve each model (bot/stages/serve).
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bot.config import Settings
+from bot.config import Settings, cpu_cores
 from bot.errors import ModelError, StageError
 from bot.manifest import (
     BaseManifest, GateState, Status, ValidateRecord, VariantManifest, VariantValidateRecord,
@@ -167,9 +167,12 @@ def _fidelity(base: _Model, variants: list[_Model], settings: Settings, force: b
 
 
 def _fidelity_beside(base: _Model, settings: Settings, plan: Plan, force: bool, measured: list[_Model]):
-    """On a CPU: a hook that starts the fidelity worker (fid.Beside) for the variants measured so far and the one
-    whose speed was just taken, to run beside that one's lm-eval; None on a GPU or without fidelity."""
-    if plan.device != "cpu" or not settings.validate.fidelity.enabled:
+    """A hook that starts the fidelity worker (fid.Beside) for the variants measured so far and the one whose speed
+    was just taken, to run beside that one's lm-eval: on a CPU whose workers have a thread count (`cpu_threads`)
+    that leaves room for two at once. None otherwise (a GPU, torch's default threads, fidelity off): the fidelity
+    worker runs after the last lm-eval."""
+    room = plan.cpu_threads is not None and 2 * plan.cpu_threads <= cpu_cores()
+    if plan.device != "cpu" or not room or not settings.validate.fidelity.enabled:
         return None, None
     beside = fid.Beside(base.work, base.rec, settings)
     fingerprint = fid.text_fingerprint()
