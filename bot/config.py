@@ -198,15 +198,9 @@ class Settings(_Strict):
     quantize_gpus: list[int] = Field(default_factory=list, description="GPU indices to pin quantize workers to: "
                                      "quantize_workers per GPU, each started with CUDA_VISIBLE_DEVICES set to its "
                                      "one GPU (BOT_QUANTIZE_GPUS=0,1,2); empty: every worker sees every GPU")
-    # Small models on a CPU are bound by per-operation overhead, not arithmetic: on this project's idle 2-core AVX2
-    # machine one thread decodes SmolLM2-135M at 59.7 ms per token against 87.8 for two (OpenMP threads waiting
-    # passively, as the workers do) and runs GPTQ's column loop in half the time (0.26 vs 0.53 s for a 1536 x 576
-    # weight), while arithmetic-bound work (AWQ's grid search: a matmul over every calibration token) wants every
-    # core. One thread each pays where workers run side by side (the quick demo: quantize beside validation,
-    # fidelity beside lm-eval); the default stays elsewhere. Every job of a call carries this one value.
-    cpu_threads: int | None = Field(
-        default=None, ge=1, le=512, description="torch threads of each worker that computes on a CPU (quantize, "
-                                                "validate, lm-eval, fidelity); None: torch's default, one per core")
+    cpu_threads: int | Literal["auto"] = Field(
+        default="auto", description="torch threads of each worker that computes on a CPU (quantize, validate, "
+                                    "lm-eval, fidelity); auto: half the cores, at least 1 (cpu_worker_threads)")
     calibration: CalibrationSettings = CalibrationSettings()
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
     gate: GateSettings = GateSettings()
@@ -257,6 +251,30 @@ class Settings(_Strict):
         if isinstance(text, int) and not isinstance(text, bool) and 1 <= text <= 16:
             return text
         raise PydanticCustomError("workers", "must be an integer from 1 to 16 or 'auto'")
+
+    @field_validator("cpu_threads", mode="before")
+    @classmethod
+    def _check_cpu_threads(cls, v: Any) -> int | str:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        text = v.strip() if isinstance(v, str) else v
+        if isinstance(text, str) and text.isdigit():
+            text = int(text)
+        if isinstance(text, int) and not isinstance(text, bool) and 1 <= text <= 512:
+            return text
+        raise PydanticCustomError("threads", "must be an integer from 1 to 512 or 'auto'")
+
+    def cpu_worker_threads(self) -> int:
+        """Threads per CPU worker, decided here once for every job of a call. auto: half the cores (at least one),
+        so that two workers side by side (quantize beside validation, fidelity beside lm-eval) each have their own.
+        Small models on a CPU are bound by per-operation overhead, and OpenMP threads that wait passively (as the
+        workers' do) pay a wake-up per operation. Measured on this project's idle 2-core AVX2 machine with
+        SmolLM2-135M, one thread against two: greedy decode 59.7 vs 87.8 ms per token, GPTQ's column loop 0.26 vs
+        0.53 s for a 1536 x 576 weight, W4A16-GPTQ 94 vs 131 s, W8A8-INT8 87 vs 118 s, W4A16-AWQ the same pace
+        (layer 14 of 31 after 2 min 32 s either way); only lm-eval's batched loglikelihood is about 10% slower."""
+        if self.cpu_threads != "auto":
+            return int(self.cpu_threads)
+        return max(1, cpu_cores() // 2)
 
     @field_validator("repo_name")
     @classmethod

@@ -259,7 +259,7 @@ def _job(rundir: RunDir, base: BaseManifest, group: list[tuple[ResolvedRecipe, V
     needs_data = any(r.samples for r, _ in group)
     job = {
         "model_path": base.base.path, "architecture": base.base.architecture, "device": settings.device,
-        "cpu_threads": settings.cpu_threads,  # applied by the worker only when it computes on a CPU
+        "cpu_threads": settings.cpu_worker_threads(),  # applied by the worker only when it computes on a CPU
         "trust_remote_code": base.base.trust_remote_code and settings.allows_remote_code(base.base.model_id),
         "calibration": calibration_job(settings) if needs_data else None,
         "license_files": base.base.license_files, "variants": [],

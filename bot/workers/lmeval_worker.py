@@ -396,8 +396,9 @@ def evaluate(job: dict[str, Any], tmp: Path, state: dict[str, Any]) -> dict[str,
     return out
 
 
-def main(argv: list[str]) -> int:
-    job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One lm-eval job, its result written to the job's result_path (also returned): this worker's `main`, and the
+    validate worker's second part when its job carries one (`lmeval`: one interpreter for both, hf backend)."""
     watch = Stopwatch()
     print(json.dumps({"event": "start", "model": job["model_path"], "tasks": job["tasks"]}), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bot-lmeval-"))
@@ -413,6 +414,11 @@ def main(argv: list[str]) -> int:
     write_result(job["result_path"], result)
     print(json.dumps({"event": "end", "status": result["status"], "seconds": result["wall_time_s"]}), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    result = run_job(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
     end_children()  # vLLM's EngineCore, which os._exit would leave behind
     return 0 if result["status"] == "done" else 3
 

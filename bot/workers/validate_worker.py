@@ -5,7 +5,8 @@ also runs in the quantize environment on CPU).
 
 Job: {"backend": "vllm"|"hf", "model_path", "result_path", "device": "cuda"|"cpu", "label": "GPU"|"CPU"|...,
       "prompts": [...], "max_new_tokens", "speed": {SpeedSettings fields} | null, "dtype", "tensor_parallel_size",
-      "trust_remote_code", "seed"}
+      "trust_remote_code", "seed", "cpu_threads"?, "lmeval"?: {an lmeval_worker job, hf backend only: run here
+      after the result is written, into its own result file}}
 Result: {"status": "done"|"failed", "backend", "hardware", "versions", "load": {...}, "generations": [...],
          "chat_template_applied", "speed": {...}, "wall_time_s", "error"?, "traceback"?}
 A model that does not load is a result (load.ok false, status done), not a crash. The result is written before
@@ -60,6 +61,7 @@ def main(argv: list[str]) -> int:
     result["versions"] = versions()
     result["wall_time_s"] = watch.seconds()
     write_result(job["result_path"], result)
+    emit("runtime-done")  # the stage records the runtime result now, while lm-eval (when asked for) runs
     emit("end", status=result["status"], seconds=result["wall_time_s"])
     try:
         if mod is not None:
@@ -68,7 +70,23 @@ def main(argv: list[str]) -> int:
             end_children()  # a crash after vLLM started: end its EngineCore
     except Exception as exc:  # noqa: BLE001 - the result is already on disk
         print(f"close: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-    return 0 if result["status"] == "done" else 3
+    if result["status"] != "done":
+        return 3
+    return then_lmeval(job, result)
+
+
+def then_lmeval(job: dict[str, Any], result: dict[str, Any]) -> int:
+    """The job's second part (`lmeval`, hf backend only): lm-eval in this interpreter once the model loaded and was
+    measured, its own result file written by lmeval_worker.run_job. 0 when none was asked for or it succeeded."""
+    lm = job.get("lmeval")
+    if not lm or job["backend"] != "hf" or not (result.get("load") or {}).get("ok"):
+        return 0
+    import gc
+
+    gc.collect()  # the measured model is no longer referenced: freed before lm-eval loads its own
+    from bot.workers.lmeval_worker import run_job
+
+    return 0 if run_job(lm)["status"] == "done" else 3
 
 
 if __name__ == "__main__":

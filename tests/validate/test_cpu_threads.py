@@ -1,4 +1,4 @@
-"""Threads per CPU worker: one value per call (the `cpu_threads` setting; none: torch's default), carried by every
+"""Threads per CPU worker: one value per call (Settings.cpu_worker_threads; auto: half the cores), carried by every
 job, applied by the worker only on a CPU, and recorded where a number depends on it (the speed settings, the
 lm-eval command, the quantize record)."""
 
@@ -15,7 +15,6 @@ from bot.cli._common import settings_from_cli
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.manifest import LoadCheck, SpeedRecord, ValidateRecord
-from bot.stages.demo import demo_profile
 from bot.stages.validate.plan import plan_for, runtime_matches
 from bot.workers import lmeval_worker as lw
 from bot.workers.hf_backend import _until_eos
@@ -23,14 +22,16 @@ from bot.workers.hf_backend import _until_eos
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_torch_keeps_its_default_unless_a_count_is_set_and_the_quick_demo_sets_one() -> None:
-    assert Settings().cpu_threads is None and Settings(cpu_threads=3).cpu_threads == 3
-    assert demo_profile()["cpu_threads"] == 1 and "cpu_threads" not in demo_profile(full=True)
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (3, 1), (16, 8)])
+def test_auto_is_half_the_cores_at_least_one(monkeypatch: pytest.MonkeyPatch, cores: int, threads: int) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(cores)))
+    assert Settings().cpu_worker_threads() == threads
+    assert Settings(cpu_threads=3).cpu_worker_threads() == 3 and Settings(cpu_threads="4").cpu_worker_threads() == 4
 
 
-@pytest.mark.parametrize("bad", [0, -2, 513, "many"])
+@pytest.mark.parametrize("bad", [0, "0", -2, 513, "many", True])
 def test_a_bad_thread_count_is_refused(bad) -> None:
-    with pytest.raises(ValueError, match="cpu_threads"):
+    with pytest.raises(ValueError, match="integer from 1 to 512 or 'auto'"):
         Settings(cpu_threads=bad)
 
 
@@ -38,7 +39,8 @@ def test_the_plan_carries_the_count_and_a_speed_taken_with_another_is_taken_agai
     settings = Settings(runs_dir=tmp_path, device="cpu", cpu_threads=2, validate={"backend": "hf"})
     plan = plan_for(settings)
     assert plan.cpu_threads == 2 and plan.speed["threads"] == 2
-    assert plan_for(Settings(runs_dir=tmp_path, device="cpu", validate={"backend": "hf"})).cpu_threads is None
+    assert plan_for(Settings(runs_dir=tmp_path, device="cpu", validate={"backend": "hf"})).cpu_threads == (
+        Settings().cpu_worker_threads())
     rec = ValidateRecord(backend="hf", load=LoadCheck(ok=True, backend="hf"), generations=[],
                          speed=SpeedRecord(label=plan.label, settings={"requested": dict(plan.speed)}))
     other = plan_for(Settings(runs_dir=tmp_path, device="cpu", cpu_threads=1, validate={"backend": "hf"}))
@@ -71,7 +73,7 @@ def test_a_batched_row_ends_at_its_first_eos_as_alone() -> None:
 def test_the_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BOT_CPU_THREADS", "4")
-    assert settings_from_cli(None).cpu_threads == 4
+    assert settings_from_cli(None).cpu_worker_threads() == 4
     monkeypatch.setenv("BOT_CPU_THREADS", "lots")
-    with pytest.raises(ConfigError, match="BOT_CPU_THREADS"):
+    with pytest.raises(ConfigError, match="BOT_CPU_THREADS: must be an integer from 1 to 512"):
         settings_from_cli(None)

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from bot.config import Settings
 from bot.manifest import GateState, Status, VariantManifest
 from bot.stages.validate.plan import BUNDLED_TASKS
 from validate_helpers import copy_run, run_cli
@@ -38,7 +39,9 @@ def _assert_measured(rec, *, quantized: bool) -> None:
     assert bt.output_tokens_per_s > 0 and bt.requests_per_s > 0 and bt.total_tokens_per_s > bt.output_tokens_per_s
     acc = rec.accuracy
     assert acc.error is None and acc.backend == "hf" and acc.limit == 20
-    assert acc.command.startswith("lm_eval --model hf") and "--tasks bot_mc_facts,bot_wikitext_mini" in acc.command
+    threads = Settings().cpu_worker_threads()  # the CPU workers' count, in the command as the environment it needs
+    assert acc.command.startswith(f"OMP_NUM_THREADS={threads} lm_eval --model hf")
+    assert "--tasks bot_mc_facts,bot_wikitext_mini" in acc.command
     scores = {t.task: t for t in acc.tasks}
     assert set(scores) == set(BUNDLED_TASKS)
     mc, ppl = scores["bot_mc_facts"], scores["bot_wikitext_mini"]
@@ -174,6 +177,36 @@ def test_lmeval_crash_then_resume(tiny_validated, tmp_path, capsys):
         assert rec.status == Status.done and list(rec.comparison.recovery) in ([], ["bot_mc_facts"])
         assert [t.task for t in rec.accuracy.tasks] == ["bot_mc_facts"]
         assert math.isfinite(rec.accuracy.tasks[0].value)
+
+
+def test_one_worker_measures_then_evaluates_and_a_failed_lm_eval_keeps_the_measurement(tiny_quantized, tmp_path,
+                                                                                          capsys):
+    """A model measured for the first time on the hf backend: load, generations and speed, then lm-eval, in one
+    validate worker. lm-eval failing there keeps the runtime part (saved before lm-eval started) and names
+    lmeval_worker; the rerun keeps that part and runs lm-eval alone."""
+    rundir = copy_run(tiny_quantized, tmp_path)
+    shutil.rmtree(rundir.variant_dir("w4a16-gptq"))
+    log = rundir.logs_dir / "validate-base.log"
+    rc = run_cli(["validate", str(rundir.root), "--limit", "20", "--tasks", "bot_mc_facts,no_such_task"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 5 and last.startswith("error: validate failed: base model: lmeval_worker:") and "no_such_task" in last
+    text = log.read_text()
+    assert text.count("=== validate_worker") == 1 and "=== lmeval_worker" not in text  # one interpreter for both
+    base = rundir.read_base().validate_
+    assert base.status == Status.failed and base.load.ok and base.speed is not None and base.generations
+    assert base.accuracy.error.startswith("lmeval_worker:") and not base.accuracy.tasks
+    assert base.timings["runtime_worker"] > 0 and "lmeval_worker" not in base.timings
+
+    assert run_cli(["validate", str(rundir.root), "--limit", "20", "--tasks", "bot_mc_facts"]) == 0
+    text = log.read_text()
+    assert text.count("=== validate_worker") == 1 and text.count("=== lmeval_worker") == 1  # runtime kept
+    base = rundir.read_base().validate_
+    assert base.status == Status.done and [t.task for t in base.accuracy.tasks] == ["bot_mc_facts"]
+    assert base.timings["lmeval_worker"] > 0
+    fp8 = rundir.read_variant("fp8-dynamic").validate_
+    assert fp8.status == Status.done and fp8.timings["runtime_worker"] > 0 and fp8.timings["lmeval_worker"] > 0
+    fp8_log = (rundir.logs_dir / "validate-fp8-dynamic.log").read_text()
+    assert fp8_log.count("=== validate_worker") == 1 and "=== lmeval_worker" not in fp8_log
 
 
 def test_worker_killed_without_result(tiny_validated, tmp_path, capsys):

@@ -31,7 +31,7 @@ def wanted(rec: VariantValidateRecord, settings: Settings, force: bool, fingerpr
 
 class Beside:
     """The fidelity worker in a thread of its own, beside the last variant's lm-eval: on a CPU the two workers
-    compute at once, each with its own threads (`cpu_threads`), and neither takes a speed figure,
+    compute at once, each with its own threads (Settings.cpu_worker_threads), and neither takes a speed figure,
     which the last variant took before. (On a GPU the stage does not use this: lm-eval's vLLM engine holds most
     of the GPU's memory while the fidelity worker would load the base and a variant in transformers.) `join`
     re-raises what the thread raised and returns the names it measured."""

@@ -1,7 +1,8 @@
 """Measuring one model of a run (base or variant): the worker calls and what they write into its record.
 
 Per model, workers run as subprocesses: `validate_worker` (load, greedy chat generations, batch-1 and batched
-speed) and `lmeval_worker` (lm-eval tasks, per-document results kept) in the serve interpreter; for the base,
+speed) and `lmeval_worker` (lm-eval tasks, per-document results kept) in the serve interpreter (on the hf
+backend a first measurement runs both in one validate worker, one after the other); for the base,
 `fidelity_worker` (its next-token distributions against each variant's on held-out text) in the quantize
 interpreter, whose compressed-tensors wrote the checkpoints. Each step saves the record, so a crash resumes.
 """
@@ -149,15 +150,21 @@ class ModelValidation:
         what = result.get("error") or f"{exit_reason(code)} and wrote no result"
         raise WorkerFailed(f"{module}: {what}\n--- log tail ({log_path}) ---\n{tail}", hint)
 
-    def runtime(self, rec: ValidateRecord) -> None:
-        job = {"backend": self.plan.backend, "model_path": str(self.model_path), "device": self.plan.device,
-               "label": self.plan.label, "prompts": self.plan.prompts, "max_new_tokens": self.plan.max_new_tokens,
-               "speed": self.plan.speed, "dtype": self.plan.dtype, "tensor_parallel_size": self.tensor_parallel().size,
-               "trust_remote_code": self.trust, "seed": 0, "cpu_threads": self.plan.cpu_threads}
+    def _runtime_job(self) -> dict[str, Any]:
         on = f", tp={self.tensor_parallel().size}" if self.tensor_parallel().size > 1 else ""
         self.on_event("phase", {"model": self.name, "phase": f"load, generate, speed ({self.plan.backend}{on})"})
+        return {"backend": self.plan.backend, "model_path": str(self.model_path), "device": self.plan.device,
+                "label": self.plan.label, "prompts": self.plan.prompts, "max_new_tokens": self.plan.max_new_tokens,
+                "speed": self.plan.speed, "dtype": self.plan.dtype, "tensor_parallel_size": self.tensor_parallel().size,
+                "trust_remote_code": self.trust, "seed": 0, "cpu_threads": self.plan.cpu_threads}
+
+    def runtime(self, rec: ValidateRecord) -> None:
+        job = self._runtime_job()
         with _QuietSpeed(self.sharing) as quiet:
             res = self._call("validate_worker", "validate", job, rec, "runtime_worker", on_line=quiet.on_line)
+        self._apply_runtime(rec, res)
+
+    def _apply_runtime(self, rec: ValidateRecord, res: dict[str, Any]) -> None:
         load = dict(res.get("load") or {})
         if load.get("ok") is False:
             load["error"] = explain_load_error(load.get("error"), self._paths("validate")[2])
@@ -172,11 +179,8 @@ class ModelValidation:
             rec.compat["kernels"] = load["kernels"]
         rec.compat["chat_template_applied"] = res.get("chat_template_applied")
 
-    def accuracy(self, rec: ValidateRecord, limit: int | None = None, rounds: int = 1) -> None:
-        """lm-eval on the plan's tasks at `limit` samples per task (default: the plan's); per-document results go
-        next to the manifest (`eval-samples.json`), where the paired statistics read them."""
+    def _accuracy_job(self, rec: ValidateRecord, limit: int | None, rounds: int) -> tuple[dict[str, Any], AccuracyRecord]:
         v = self.settings.validate
-        limit = self.plan.limit if limit is None else limit
         max_len = rec.load.max_model_len if rec.load else None
         chat = has_chat_template(self.model_path)
         samples = self.folder / SAMPLES_FILE
@@ -189,16 +193,31 @@ class ModelValidation:
                "fewshot_as_multiturn": chat, "samples_path": str(samples),  # the worker applies it per task
                "include_paths": self.plan.include_paths, "trust_remote_code": self.trust, "seed": 1234,
                "cpu_threads": self.plan.cpu_threads}
-        what = f"lm-eval {','.join(self.plan.tasks)}" + (f" (round {rounds}, limit {limit})" if rounds > 1 else "")
-        self.on_event("phase", {"model": self.name, "phase": what})
         acc = AccuracyRecord(limit=limit, num_fewshot=self.plan.num_fewshot, backend=self.plan.backend,
                              dtype=self.plan.dtype, rounds=rounds)
+        return job, acc
+
+    def _accuracy_phase(self, limit: int | None, rounds: int) -> None:
+        what = f"lm-eval {','.join(self.plan.tasks)}" + (f" (round {rounds}, limit {limit})" if rounds > 1 else "")
+        self.on_event("phase", {"model": self.name, "phase": what})
+
+    def accuracy(self, rec: ValidateRecord, limit: int | None = None, rounds: int = 1) -> None:
+        """lm-eval on the plan's tasks at `limit` samples per task (default: the plan's); per-document results go
+        next to the manifest (`eval-samples.json`), where the paired statistics read them."""
+        limit = self.plan.limit if limit is None else limit
+        job, acc = self._accuracy_job(rec, limit, rounds)
+        self._accuracy_phase(limit, rounds)
         try:
             res = self._call("lmeval_worker", "lmeval", job, rec, "lmeval_worker")
         except WorkerFailed as exc:
             acc.error = str(exc).splitlines()[0][:500]
             rec.accuracy = acc
             raise
+        self._apply_accuracy(rec, acc, job, res)
+
+    def _apply_accuracy(self, rec: ValidateRecord, acc: AccuracyRecord, job: dict[str, Any],
+                        res: dict[str, Any]) -> None:
+        samples = Path(job["samples_path"])
         acc.tasks = [TaskScore.model_validate(t) for t in res["tasks"]]
         acc.command = res.get("command", "")
         acc.batch_size = res.get("batch_size", job["batch_size"])
@@ -239,6 +258,9 @@ class ModelValidation:
             rec.load, rec.hardware, rec.generations, rec.speed, rec.compat = None, None, [], None, {}
             rec.timings = {}
         rec.compat["tensor_parallel"] = tp.record()
+        if not reuse_runtime and self.plan.backend == "hf" and self.plan.tasks:
+            self._runtime_then_accuracy(rec, after_runtime)
+            return
         if not reuse_runtime:
             self.runtime(rec)
             self.save()
@@ -246,6 +268,59 @@ class ModelValidation:
             after_runtime(rec)
         if rec.load is not None and rec.load.ok and self.plan.tasks:
             self.accuracy(rec)
+
+    def _runtime_then_accuracy(self, rec: ValidateRecord, after_runtime: Callable[[ValidateRecord], None] | None,
+                               ) -> None:
+        """The hf backend: load, generations and speed, then lm-eval, in one validate worker (one interpreter start
+        and one import of torch and transformers instead of two; lm-eval still loads the model itself, as its
+        recorded command does). The worker writes the runtime result first and says so (`runtime-done`): it is
+        recorded and saved then, and `after_runtime` called, while lm-eval runs, exactly as with two workers."""
+        job = self._runtime_job()
+        lm_job, acc = self._accuracy_job(rec, self.plan.limit, 1)
+        lm_result = self._paths("lmeval")[1]
+        lm_result.unlink(missing_ok=True)
+        job["lmeval"] = {**lm_job, "result_path": str(lm_result)}
+        applied = {"runtime": False}
+
+        def runtime_done() -> None:
+            res = _read_json(self._paths("validate")[1])
+            if res.get("status") != "done" or applied["runtime"]:
+                return
+            self._apply_runtime(rec, res)
+            rec.timings["runtime_worker"] = round(float(res.get("wall_time_s") or 0.0), 2)
+            applied["runtime"] = True
+            self.save()
+            if after_runtime is not None:
+                after_runtime(rec)
+            if rec.load is not None and rec.load.ok:
+                self._accuracy_phase(self.plan.limit, 1)
+
+        with _QuietSpeed(self.sharing) as quiet:
+            def on_line(event: dict) -> None:
+                quiet.on_line(event)
+                if event.get("event") == "runtime-done":
+                    runtime_done()
+
+            res = self._call("validate_worker", "validate", job, rec, "runtime_worker", on_line=on_line)
+        if not applied["runtime"]:  # the event was lost: the result file says the same
+            self._apply_runtime(rec, res)
+            self.save()
+            if after_runtime is not None:
+                after_runtime(rec)
+        rec.timings["runtime_worker"] = round(float(res.get("wall_time_s") or 0.0), 2)
+        if rec.load is None or not rec.load.ok:
+            return
+        lm = _read_json(lm_result)
+        if lm.get("status") == "done":
+            rec.timings["lmeval_worker"] = round(float(lm.get("wall_time_s") or 0.0), 2)
+            self._apply_accuracy(rec, acc, job["lmeval"], lm)
+            return
+        log = self._paths("validate")[2]
+        what = lm.get("error") or "the validate worker ended without an lm-eval result"
+        acc.error = f"lmeval_worker: {what}".splitlines()[0][:500]
+        rec.accuracy = acc
+        raise WorkerFailed(f"lmeval_worker: {what}\n--- log tail ({log}) ---\n{_useful_tail(WorkerRun(0, log, 0.0).log_tail(200))}",
+                           f"see {log}; fix the cause and rerun `bot validate {self.rundir.root}` to resume")
 
 
 class Sharing(Protocol):

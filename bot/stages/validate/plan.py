@@ -39,7 +39,7 @@ class Plan:
     max_new_tokens: int
     speed: dict[str, Any]  # what the validate worker is asked for (capped on CPU; with the dtype)
     dtype: str = "auto"  # what the base and every variant compute in for generations, speed and lm-eval
-    cpu_threads: int | None = None  # torch threads of every worker of the call on a CPU (None: torch's default)
+    cpu_threads: int | None = None  # torch threads of every worker of the call on a CPU (None on a GPU)
 
 
 def compute_dtype(device: str, bf16_only: bool = False) -> str:
@@ -73,7 +73,7 @@ def plan_for(settings: Settings, gpu_memory_utilization: float | None = None, bf
         speed["gpu_memory_utilization"] = gpu_memory_utilization
     dtype = compute_dtype(device, bf16_only)
     speed["dtype"] = dtype
-    threads = settings.cpu_threads if device == "cpu" else None
+    threads = settings.cpu_worker_threads() if device == "cpu" else None
     if threads is not None:
         speed["threads"] = threads  # a CPU speed figure depends on it: one taken with another count is taken again
     limit = None if v.limit == WHOLE_TASK else v.limit

@@ -2,7 +2,7 @@
 
 Order of one call: the base (load, generations, speed, lm-eval with per-document results; once per run, cached
 in `base/manifest.json`), then each variant the same way, then the fidelity of all variants against the base in
-one worker (the base loaded once; on a CPU with `cpu_threads` leaving room for two workers it starts when the last
+one worker (the base loaded once; on a CPU whose thread count leaves room for two workers it starts when the last
 variant's speed is taken and runs beside that variant's lm-eval, fid.Beside), then the verdict on each variant (paired comparison and gate). A variant the
 gate cannot decide (its CI straddles the threshold) gets more samples: the base and that variant are evaluated
 again at twice the limit, up to `gate.max_rounds` rounds or the whole task, and judged again. Last, when
@@ -168,9 +168,9 @@ def _fidelity(base: _Model, variants: list[_Model], settings: Settings, force: b
 
 def _fidelity_beside(base: _Model, settings: Settings, plan: Plan, force: bool, measured: list[_Model]):
     """A hook that starts the fidelity worker (fid.Beside) for the variants measured so far and the one whose speed
-    was just taken, to run beside that one's lm-eval: on a CPU whose workers have a thread count (`cpu_threads`)
-    that leaves room for two at once. None otherwise (a GPU, torch's default threads, fidelity off): the fidelity
-    worker runs after the last lm-eval."""
+    was just taken, to run beside that one's lm-eval: on a CPU whose workers' thread count leaves room for two at
+    once (Settings.cpu_worker_threads). None otherwise (a GPU, a count set above half the cores, fidelity off):
+    the fidelity worker runs after the last lm-eval."""
     room = plan.cpu_threads is not None and 2 * plan.cpu_threads <= cpu_cores()
     if plan.device != "cpu" or not room or not settings.validate.fidelity.enabled:
         return None, None
