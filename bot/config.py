@@ -179,6 +179,18 @@ class PipelineSettings(_Strict):
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
+def _count_or_auto(v: Any, most: int, code: str) -> int | str:
+    """A setting that is a count from 1 to `most` or "auto" (from YAML, the environment or a flag)."""
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return "auto"
+    text = v.strip() if isinstance(v, str) else v
+    if isinstance(text, str) and text.isdigit():
+        text = int(text)
+    if isinstance(text, int) and not isinstance(text, bool) and 1 <= text <= most:
+        return text
+    raise PydanticCustomError(code, f"must be an integer from 1 to {most} or 'auto'")
+
+
 def cpu_cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -243,35 +255,19 @@ class Settings(_Strict):
     @field_validator("quantize_workers", mode="before")
     @classmethod
     def _check_workers(cls, v: Any) -> int | str:
-        if isinstance(v, str) and v.strip().lower() == "auto":
-            return "auto"
-        text = v.strip() if isinstance(v, str) else v
-        if isinstance(text, str) and text.isdigit():
-            text = int(text)
-        if isinstance(text, int) and not isinstance(text, bool) and 1 <= text <= 16:
-            return text
-        raise PydanticCustomError("workers", "must be an integer from 1 to 16 or 'auto'")
+        return _count_or_auto(v, 16, "workers")
 
     @field_validator("cpu_threads", mode="before")
     @classmethod
     def _check_cpu_threads(cls, v: Any) -> int | str:
-        if isinstance(v, str) and v.strip().lower() == "auto":
-            return "auto"
-        text = v.strip() if isinstance(v, str) else v
-        if isinstance(text, str) and text.isdigit():
-            text = int(text)
-        if isinstance(text, int) and not isinstance(text, bool) and 1 <= text <= 512:
-            return text
-        raise PydanticCustomError("threads", "must be an integer from 1 to 512 or 'auto'")
+        return _count_or_auto(v, 512, "threads")
 
     def cpu_worker_threads(self) -> int:
         """Threads per CPU worker, decided here once for every job of a call. auto: half the cores (at least one),
         so that two workers side by side (quantize beside validation, fidelity beside lm-eval) each have their own.
-        Small models on a CPU are bound by per-operation overhead, and OpenMP threads that wait passively (as the
-        workers' do) pay a wake-up per operation. Measured on this project's idle 2-core AVX2 machine with
-        SmolLM2-135M, one thread against two: greedy decode 59.7 vs 87.8 ms per token, GPTQ's column loop 0.26 vs
-        0.53 s for a 1536 x 576 weight, W4A16-GPTQ 94 vs 131 s, W8A8-INT8 87 vs 118 s, W4A16-AWQ the same pace
-        (layer 14 of 31 after 2 min 32 s either way); only lm-eval's batched loglikelihood is about 10% slower."""
+        Small models on a CPU are bound by per-operation overhead, and passively waiting OpenMP threads pay a
+        wake-up per operation: on two cores one thread beat two for decode, GPTQ and W8A8, AWQ kept its pace, and
+        lm-eval was about 10% slower (README, "What made it fit")."""
         if self.cpu_threads != "auto":
             return int(self.cpu_threads)
         return max(1, cpu_cores() // 2)

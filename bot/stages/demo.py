@@ -39,12 +39,13 @@ def bundled_model(settings: Settings) -> Path:
 
 # The quick demo: the whole path (quantize, validate, card, publish to the local Hub, status page) on two cores in
 # under three minutes. FP8-Dynamic (data-free: seconds to quantize), each task of the bundled suite whole (80
-# questions, 8 paragraphs) in one round, quantize and validate at once (the base is measured while FP8 quantizes),
-# half the cores per worker (Settings.cpu_worker_threads: one each on two cores). The recipe's own threshold (98%) is out of reach of
-# 88 CPU-evaluated documents: measured 2026-12-01, FP8 95.13% (95% CI 89.45-100.36%) on the whole tasks, 94.75%
-# (85.96-103.86%) at 40 + 8, inconclusive both times. The quick demo holds it to QUICK_MIN_RECOVERY instead, which
-# the card and the gate's rule state. A calibrated recipe is a minute and a half on two cores (W8A8-INT8: 87 s
-# with one thread, its validation another 90 s); `bot publish --full` runs all six against their own thresholds.
+# questions, 8 paragraphs) in one round, quantize and validate at once (the base is measured while FP8
+# quantizes), half the cores per worker (Settings.cpu_worker_threads: one each on two cores). The recipe's own
+# threshold (98%) is out of reach of 88 CPU-evaluated documents: measured 2026-12-01, FP8 95.13% (95% CI
+# 89.45-100.36%) on the whole tasks, 94.75% (85.96-103.86%) at 40 + 8, inconclusive both times. The quick demo
+# holds it to QUICK_MIN_RECOVERY instead, which the card and the gate's rule state. A calibrated recipe is a
+# minute and a half on two cores (W8A8-INT8: 87 s with one thread, its validation another 90 s); `bot publish
+# --full` runs all six against their own thresholds.
 QUICK_RECIPES = ("fp8-dynamic",)
 QUICK_MIN_RECOVERY = 85.0
 

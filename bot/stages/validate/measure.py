@@ -179,7 +179,8 @@ class ModelValidation:
             rec.compat["kernels"] = load["kernels"]
         rec.compat["chat_template_applied"] = res.get("chat_template_applied")
 
-    def _accuracy_job(self, rec: ValidateRecord, limit: int | None, rounds: int) -> tuple[dict[str, Any], AccuracyRecord]:
+    def _accuracy_job(self, rec: ValidateRecord, limit: int | None,
+                      rounds: int) -> tuple[dict[str, Any], AccuracyRecord]:
         v = self.settings.validate
         max_len = rec.load.max_model_len if rec.load else None
         chat = has_chat_template(self.model_path)
@@ -319,7 +320,8 @@ class ModelValidation:
         what = lm.get("error") or "the validate worker ended without an lm-eval result"
         acc.error = f"lmeval_worker: {what}".splitlines()[0][:500]
         rec.accuracy = acc
-        raise WorkerFailed(f"lmeval_worker: {what}\n--- log tail ({log}) ---\n{_useful_tail(WorkerRun(0, log, 0.0).log_tail(200))}",
+        tail = _useful_tail(WorkerRun(0, log, 0.0).log_tail(200))
+        raise WorkerFailed(f"lmeval_worker: {what}\n--- log tail ({log}) ---\n{tail}",
                            f"see {log}; fix the cause and rerun `bot validate {self.rundir.root}` to resume")
 
 

@@ -3,8 +3,8 @@
 Order of one call: the base (load, generations, speed, lm-eval with per-document results; once per run, cached
 in `base/manifest.json`), then each variant the same way, then the fidelity of all variants against the base in
 one worker (the base loaded once; on a CPU whose thread count leaves room for two workers it starts when the last
-variant's speed is taken and runs beside that variant's lm-eval, fid.Beside), then the verdict on each variant (paired comparison and gate). A variant the
-gate cannot decide (its CI straddles the threshold) gets more samples: the base and that variant are evaluated
+variant's speed is taken and runs beside that variant's lm-eval, fid.Beside), then the verdict on each variant
+(paired comparison and gate). A variant the gate cannot decide (its CI straddles the threshold) gets more samples: the base and that variant are evaluated
 again at twice the limit, up to `gate.max_rounds` rounds or the whole task, and judged again. Last, when
 `validate.serve_search.enabled`, the search for the fastest way to serve each model (bot/stages/serve).
 
