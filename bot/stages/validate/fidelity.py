@@ -46,6 +46,10 @@ class Beside:
     def started(self) -> bool:
         return self._thread is not None
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self, targets: dict[str, tuple[VariantValidateRecord, Path]]) -> None:
         self.targets = targets
         self._thread = threading.Thread(target=self._run, name="fidelity", daemon=True)

@@ -155,6 +155,9 @@ def _fidelity(base: _Model, variants: list[_Model], settings: Settings, force: b
     """Fidelity of the measured variants against the base: joined from `beside` when it ran next to the last
     lm-eval, else measured now in one worker (the base loaded once)."""
     if beside is not None and beside.started:
+        if beside.running:  # the last lm-eval ended first: what the call now waits for, in the status line
+            base.work.on_event("phase", {"model": BASE, "phase": f"fidelity of {len(beside.targets)} variant(s), "
+                                                                 "started beside the last lm-eval"})
         names = beside.join()
     else:
         fingerprint = fid.text_fingerprint()
