@@ -250,10 +250,10 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    threads = use_cpu_threads(job, job["device"])
+    use_cpu_threads(job, job["device"])
     text, name, fingerprint = read_text(job["text_path"])
     result: dict[str, Any] = {"text": name, "text_fingerprint": fingerprint, "window": int(job["window"]),
-                              "dtype": dtype, "hardware": hardware(job["device"]), "cpu_threads": threads}
+                              "dtype": dtype, "hardware": hardware(job["device"])}
     emit("base", model=job["base_path"])
     base, wins = run_base(job, dtype, text)
     result.update(tokens=wins.positions, windows=len(wins.inputs), bos_per_window=bool(wins.prefix),

@@ -132,7 +132,7 @@ class ModelValidation:
         job_path, result_path, log_path = self._paths(kind)
         result_path.unlink(missing_ok=True)
         job["result_path"] = str(result_path)
-        hint = f"see {log_path}; fix the cause and rerun `bot validate {self.rundir.root}` to resume"
+        hint = self._hint(log_path)
         timeout = self.settings.validate.worker_timeout_s
         try:
             run: WorkerRun | None = run_worker(python or self.settings.serve_python, module, job, job_path, log_path,
@@ -145,10 +145,15 @@ class ModelValidation:
         if result.get("status") == "done":
             rec.timings[timing] = round(run.seconds, 2)
             return result
-        tail = _useful_tail(run.log_tail(200)) if run else ""
-        code = run.returncode if run else None
-        what = result.get("error") or f"{exit_reason(code)} and wrote no result"
-        raise WorkerFailed(f"{module}: {what}\n--- log tail ({log_path}) ---\n{tail}", hint)
+        raise self._failed(module, result.get("error") or f"{exit_reason(run.returncode)} and wrote no result", log_path)
+
+    def _hint(self, log_path: Path) -> str:
+        return f"see {log_path}; fix the cause and rerun `bot validate {self.rundir.root}` to resume"
+
+    def _failed(self, module: str, what: str, log_path: Path) -> WorkerFailed:
+        """What a worker run that gave no usable result raises: the reason, the log's useful tail, the hint."""
+        tail = _useful_tail(WorkerRun(0, log_path, 0.0).log_tail(200))
+        return WorkerFailed(f"{module}: {what}\n--- log tail ({log_path}) ---\n{tail}", self._hint(log_path))
 
     def _runtime_job(self) -> dict[str, Any]:
         on = f", tp={self.tensor_parallel().size}" if self.tensor_parallel().size > 1 else ""
@@ -283,8 +288,7 @@ class ModelValidation:
         job["lmeval"] = {**lm_job, "result_path": str(lm_result)}
         applied = {"runtime": False}
 
-        def runtime_done() -> None:
-            res = _read_json(self._paths("validate")[1])
+        def runtime_done(res: dict[str, Any], lm_eval_next: bool) -> None:
             if res.get("status") != "done" or applied["runtime"]:
                 return
             self._apply_runtime(rec, res)
@@ -293,21 +297,18 @@ class ModelValidation:
             self.save()
             if after_runtime is not None:
                 after_runtime(rec)
-            if rec.load is not None and rec.load.ok:
+            if lm_eval_next and rec.load is not None and rec.load.ok:
                 self._accuracy_phase(self.plan.limit, 1)
 
         with _QuietSpeed(self.sharing) as quiet:
             def on_line(event: dict) -> None:
                 quiet.on_line(event)
                 if event.get("event") == "runtime-done":
-                    runtime_done()
+                    runtime_done(_read_json(self._paths("validate")[1]), lm_eval_next=True)
 
             res = self._call("validate_worker", "validate", job, rec, "runtime_worker", on_line=on_line)
-        if not applied["runtime"]:  # the event was lost: the result file says the same
-            self._apply_runtime(rec, res)
-            self.save()
-            if after_runtime is not None:
-                after_runtime(rec)
+        runtime_done(res, lm_eval_next=False)  # when the event was lost: the result says the same
+        # `_call` timed the whole process (lm-eval included): the runtime part's own time is the worker's
         rec.timings["runtime_worker"] = round(float(res.get("wall_time_s") or 0.0), 2)
         if rec.load is None or not rec.load.ok:
             return
@@ -316,13 +317,11 @@ class ModelValidation:
             rec.timings["lmeval_worker"] = round(float(lm.get("wall_time_s") or 0.0), 2)
             self._apply_accuracy(rec, acc, job["lmeval"], lm)
             return
-        log = self._paths("validate")[2]
-        what = lm.get("error") or "the validate worker ended without an lm-eval result"
-        acc.error = f"lmeval_worker: {what}".splitlines()[0][:500]
+        error = self._failed("lmeval_worker", lm.get("error") or "the validate worker ended without an lm-eval result",
+                             self._paths("validate")[2])
+        acc.error = str(error).splitlines()[0][:500]
         rec.accuracy = acc
-        tail = _useful_tail(WorkerRun(0, log, 0.0).log_tail(200))
-        raise WorkerFailed(f"lmeval_worker: {what}\n--- log tail ({log}) ---\n{tail}",
-                           f"see {log}; fix the cause and rerun `bot validate {self.rundir.root}` to resume")
+        raise error
 
 
 class Sharing(Protocol):

@@ -160,13 +160,18 @@ def _fidelity(base: _Model, variants: list[_Model], settings: Settings, force: b
                                                                  "started beside the last lm-eval"})
         names = beside.join()
     else:
-        fingerprint = fid.text_fingerprint()
-        targets = {m.name: (m.rec, m.work.model_path) for m in variants
-                   if m.rec.status == Status.done and fid.wanted(m.rec, settings, force, fingerprint)}
+        targets = _fidelity_targets(variants, settings, force, fid.text_fingerprint())
         fid.measure_fidelity(base.work, base.rec, targets, settings)
         names = list(targets)
     for name in names:
         next(m for m in variants if m.name == name).save()
+
+
+def _fidelity_targets(variants: list[_Model], settings: Settings, force: bool,
+                      fingerprint: str) -> dict[str, tuple[Any, Path]]:
+    """The measured variants whose fidelity is wanted: name -> (record, model dir)."""
+    return {m.name: (m.rec, m.work.model_path) for m in variants
+            if m.rec.status == Status.done and fid.wanted(m.rec, settings, force, fingerprint)}
 
 
 def _fidelity_beside(base: _Model, settings: Settings, plan: Plan, force: bool, measured: list[_Model]):
@@ -181,8 +186,7 @@ def _fidelity_beside(base: _Model, settings: Settings, plan: Plan, force: bool, 
     fingerprint = fid.text_fingerprint()
 
     def start(name: str, rec: Any, model_path: Path) -> None:
-        targets = {m.name: (m.rec, m.work.model_path) for m in measured
-                   if m.rec.status == Status.done and fid.wanted(m.rec, settings, force, fingerprint)}
+        targets = _fidelity_targets(measured, settings, force, fingerprint)
         if fid.wanted(rec, settings, force, fingerprint):
             targets[name] = (rec, model_path)
         if targets:
